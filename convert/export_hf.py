@@ -1,0 +1,29 @@
+#!/usr/bin/env python
+"""Export an mtdnn-jax model directory as a Hugging Face BERT folder.
+
+  python convert/export_hf.py --model_dir models/zh --output hf/zh
+
+The result loads with transformers.BertModel.from_pretrained(...) and BertTokenizer.
+"""
+import argparse
+
+from mtdnn_jax.cli import run
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--model_dir", required=True,
+                      help="model directory (or packaged:<name>)")
+  parser.add_argument("--output", required=True, help="Hugging Face folder to write")
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+  args = parser.parse_args()
+
+  from mtdnn_jax.conversion.hf_export import export_hf
+  from mtdnn_jax.pretrained import resolve_model_dir
+  out = export_hf(resolve_model_dir(args.model_dir), args.output, overwrite=args.overwrite)
+  print(f"wrote {out} (transformers.BertModel.from_pretrained({str(out)!r}))")
+
+
+if __name__ == "__main__":
+  run(main)

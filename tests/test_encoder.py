@@ -1,0 +1,157 @@
+"""The Flax BERT encoder against Hugging Face's PyTorch BertModel on the same real weights."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from mtdnn_jax.errors import InputError
+from mtdnn_jax.models import BertEncoder, EncoderConfig
+from mtdnn_jax.tokenization import pad_encodings
+from tests.helpers import SENTENCES
+
+
+@pytest.fixture(scope="session")
+def batch(minilm):
+  encodings = minilm.tokenizer().encode_batch([a for a, _ in SENTENCES[:2]])
+  encodings += [minilm.tokenizer().encode(a, b) for a, b in SENTENCES[2:]]
+  lengths = sorted(len(e) for e in encodings)
+  assert lengths[0] < lengths[-1], "the batch must mix lengths so that padding is exercised"
+  return pad_encodings(encodings, lengths[-1])
+
+
+@pytest.fixture(scope="session")
+def hf_outputs(minilm_hf_dir, batch):
+  from transformers import BertModel
+  model = BertModel.from_pretrained(minilm_hf_dir, attn_implementation="eager").eval()
+  with torch.no_grad():
+    return model(input_ids=torch.tensor(batch["input_ids"]).long(),
+                 token_type_ids=torch.tensor(batch["segment_ids"]).long(),
+                 attention_mask=torch.tensor(batch["attention_mask"]).long(),
+                 output_hidden_states=True)
+
+
+def run_encoder(model, batch, **kwargs):
+  module_kwargs = {k: kwargs.pop(k) for k in ("dtype", "remat", "attention_impl") if k in kwargs}
+  return BertEncoder(model.config, **module_kwargs).apply(
+      {"params": model.params}, batch["input_ids"], batch["segment_ids"],
+      batch["attention_mask"], **kwargs)
+
+
+def test_matches_pytorch_bert_on_real_weights(minilm, batch, hf_outputs):
+  ours = run_encoder(minilm, batch, output_hidden_states=True)
+  np.testing.assert_allclose(ours.last_hidden_state, hf_outputs.last_hidden_state.numpy(),
+                             atol=1e-4, rtol=0)
+  np.testing.assert_allclose(ours.pooled_output, hf_outputs.pooler_output.numpy(),
+                             atol=1e-4, rtol=0)
+  assert ours.hidden_states.shape[0] == len(hf_outputs.hidden_states) == 7
+  for layer, theirs in enumerate(hf_outputs.hidden_states):
+    np.testing.assert_allclose(ours.hidden_states[layer], theirs.numpy(), atol=1e-4, rtol=0,
+                               err_msg=f"hidden states of layer {layer}")
+
+
+def test_bfloat16_compute_stays_close_to_float32(minilm, batch):
+  """Stated tolerance: bf16 keeps ~3 significant digits; over 6 layers we allow 2% relative
+  (Frobenius) error on real tokens, per-token cosine >= 0.999, pooled max |diff| <= 1e-2."""
+  full = run_encoder(minilm, batch)
+  half = run_encoder(minilm, batch, dtype=jnp.bfloat16)
+  assert half.last_hidden_state.dtype == jnp.bfloat16
+  mask = batch["attention_mask"].astype(bool)
+  a = np.asarray(full.last_hidden_state)[mask]
+  b = np.asarray(half.last_hidden_state.astype(jnp.float32))[mask]
+  assert np.linalg.norm(a - b) / np.linalg.norm(a) < 2e-2
+  cosine = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+  assert cosine.min() > 0.999
+  assert np.abs(np.asarray(full.pooled_output) -
+                np.asarray(half.pooled_output.astype(jnp.float32))).max() < 1e-2
+  # Parameters stay float32 whatever the compute dtype.
+  variables = BertEncoder(minilm.config, dtype=jnp.bfloat16).init(
+      jax.random.PRNGKey(0), batch["input_ids"], batch["segment_ids"], batch["attention_mask"])
+  assert {x.dtype for x in jax.tree_util.tree_leaves(nn.unbox(variables))} == {np.dtype("float32")}
+
+
+def test_explicit_attention_path_equals_fused_call(minilm, batch):
+  """In training with attention dropout we compute attention ourselves; with a vanishing rate
+  it must equal jax.nn.dot_product_attention's result."""
+  from mtdnn_jax.model_dir import ModelDir
+  config = minilm.config.replace(attention_probs_dropout_prob=1e-12, hidden_dropout_prob=0.0)
+  model = ModelDir(minilm.path, config, minilm.params, minilm.tokenizer_settings, {})
+  fused = run_encoder(model, batch)
+  explicit = run_encoder(model, batch, deterministic=False,
+                         rngs={"dropout": jax.random.PRNGKey(0)})
+  np.testing.assert_allclose(explicit.last_hidden_state, fused.last_hidden_state, atol=5e-5)
+
+
+def test_dropout_is_random_in_training_and_reproducible_from_the_rng(minilm, batch):
+  train = lambda seed: run_encoder(minilm, batch, deterministic=False,
+                                   rngs={"dropout": jax.random.PRNGKey(seed)}).last_hidden_state
+  np.testing.assert_array_equal(train(1), train(1))
+  assert np.abs(np.asarray(train(1)) - np.asarray(train(2))).max() > 1e-2
+
+
+def test_remat_changes_nothing_but_memory(minilm, batch):
+  def loss(params, remat):
+    out = BertEncoder(minilm.config, remat=remat).apply(
+        {"params": params}, batch["input_ids"], batch["segment_ids"], batch["attention_mask"],
+        deterministic=False, rngs={"dropout": jax.random.PRNGKey(3)})
+    return jnp.mean(out.pooled_output ** 2)
+
+  plain = jax.value_and_grad(loss)(minilm.params, False)
+  remat = jax.value_and_grad(loss)(minilm.params, True)
+  np.testing.assert_allclose(plain[0], remat[0], rtol=1e-6)
+  for a, b in zip(jax.tree_util.tree_leaves(plain[1]), jax.tree_util.tree_leaves(remat[1])):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_every_parameter_has_logical_axis_names():
+  config = EncoderConfig(vocab_size=30, hidden_size=8, num_hidden_layers=3,
+                         num_attention_heads=2, intermediate_size=16,
+                         max_position_embeddings=16)
+  ids = jnp.zeros((1, 4), jnp.int32)
+  boxed = BertEncoder(config).init(jax.random.PRNGKey(0), ids, ids, ids + 1)["params"]
+  leaves = jax.tree_util.tree_leaves_with_path(
+      boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+  allowed = {"vocab", "embed", "heads", "kv", "mlp", "layers", None}
+  for path, leaf in leaves:
+    name = jax.tree_util.keystr(path)
+    assert isinstance(leaf, nn.LogicallyPartitioned), f"{name} has no logical axis names"
+    assert len(leaf.names) == leaf.value.ndim and set(leaf.names) <= allowed, name
+    scanned = name.startswith("['layers']")
+    assert (leaf.names[0] == "layers") == scanned, name
+    if scanned:
+      assert leaf.value.shape[0] == config.num_hidden_layers
+  names = {jax.tree_util.keystr(p): leaf.names for p, leaf in leaves}
+  assert names["['embeddings']['word_embeddings']['embedding']"] == ("vocab", "embed")
+  assert names["['layers']['attention']['query']['kernel']"] == ("layers", "embed", "heads", "kv")
+  assert names["['layers']['intermediate']['kernel']"] == ("layers", "embed", "mlp")
+
+
+def test_sequence_longer_than_position_table_is_refused():
+  config = EncoderConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=16, max_position_embeddings=4)
+  ids = jnp.zeros((1, 5), jnp.int32)
+  with pytest.raises(ValueError, match="exceeds max_position_embeddings=4"):
+    BertEncoder(config).init(jax.random.PRNGKey(0), ids, ids, ids + 1)
+
+
+def test_config_reads_google_and_hf_files(shared_data, minilm_hf_dir):
+  google = EncoderConfig.from_json_file(shared_data / "tf_bert_toy" / "bert_config.json")
+  assert (google.vocab_size, google.hidden_size, google.num_hidden_layers) == (15, 4, 2)
+  hf = EncoderConfig.from_json_file(minilm_hf_dir / "config.json")
+  assert (hf.hidden_size, hf.num_hidden_layers, hf.num_attention_heads,
+          hf.intermediate_size) == (384, 6, 12, 1536)
+
+
+def test_config_errors_name_the_file_and_key(tmp_path):
+  path = tmp_path / "bert_config.json"
+  path.write_text('{"vocab_size": 10, "hiden_size": 8}')
+  with pytest.raises(InputError, match=r"bert_config.json: unknown config key 'hiden_size' "
+                     r"\(did you mean 'hidden_size'\?\)"):
+    EncoderConfig.from_json_file(path)
+  path.write_text('{"vocab_size": 10, "hidden_size": 10, "num_attention_heads": 3}')
+  with pytest.raises(InputError, match="hidden_size: 10 is not divisible"):
+    EncoderConfig.from_json_file(path)
+  path.write_text('{"vocab_size": 10,\n "hidden_act": "gelu",,}')
+  with pytest.raises(InputError, match=r"bert_config.json:2: not valid JSON"):
+    EncoderConfig.from_json_file(path)
