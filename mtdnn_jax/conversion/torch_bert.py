@@ -159,8 +159,6 @@ def convert_torch_checkpoint(input_path: str | os.PathLike, output: str | os.Pat
     rest = {k: v for k, v in rest.items() if k not in heads}
     heads_meta = {"source": str(input_path), "layout": "reference MT-DNN (PyTorch, [out, in])",
                   "reference_config": json.loads(json.dumps(run_config, default=str))}
-    if "optimizer" in checkpoint:
-      rest["optimizer"] = None  # reported below as skipped optimizer state
     source_format = "reference-mtdnn"
 
   vocab_tokens = read_vocab(vocab_path)
@@ -176,8 +174,9 @@ def convert_torch_checkpoint(input_path: str | os.PathLike, output: str | os.Pat
                        f"{config.num_hidden_layers} layers as the config describes")
     report.skipped[name] = reason
   for name in sorted(rest):
-    report.skipped[name] = ("optimizer state" if name == "optimizer"
-                            else "tensors outside the BERT encoder")
+    report.skipped[name] = "tensors outside the BERT encoder"
+  if not input_path.is_dir() and "optimizer" in checkpoint:
+    report.skipped["optimizer"] = "optimizer state"
   flat = import_params(encoder.get, config, "torch", weights_path)
   report.num_params = len(flat)
   report.num_values = int(sum(v.size for v in flat.values()))

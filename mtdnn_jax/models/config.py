@@ -55,9 +55,9 @@ class EncoderConfig:
   def head_dim(self) -> int:
     return self.hidden_size // self.num_attention_heads
 
-  def validate(self, path: str | os.PathLike | None = None) -> None:
+  def validate(self) -> None:
     def bad(field, problem):
-      raise InputError(path, problem, field=field)
+      raise InputError(None, problem, field=field)
 
     for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                  "intermediate_size", "max_position_embeddings", "type_vocab_size"):
@@ -95,16 +95,11 @@ class EncoderConfig:
     if kwargs.get("pad_token_id") is None:
       kwargs.pop("pad_token_id", None)
     try:
-      config = cls.__new__(cls)
-      for f in fields.values():
-        default = f.default if f.default is not dataclasses.MISSING else None
-        object.__setattr__(config, f.name, kwargs.get(f.name, default))
-      config.validate(path)
-    except InputError:
-      raise
-    except (TypeError, ValueError) as e:
-      raise InputError(path, f"invalid config: {e}") from e
-    return config
+      return cls(**kwargs)
+    except InputError as e:  # raised by validate(), which does not know the file
+      raise InputError(path, e.problem, field=e.field) from None
+    except TypeError as e:
+      raise InputError(path, f"invalid config: {e}") from None
 
   @classmethod
   def from_json_file(cls, path: str | os.PathLike) -> EncoderConfig:
