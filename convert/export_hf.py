@@ -5,19 +5,14 @@
 
 The result loads with transformers.BertModel.from_pretrained(...) and BertTokenizer.
 """
-import argparse
-
-from mtdnn_jax.cli import run
+from mtdnn_jax import cli
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model_dir", required=True,
-                      help="model directory (or packaged:<name>)")
-  parser.add_argument("--output", required=True, help="Hugging Face folder to write")
-  parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-  args = parser.parse_args()
+  p = cli.parser(__doc__)
+  p.add_argument("--model_dir", required=True, help="model directory (or packaged:<name>)")
+  cli.add_output_args(p, "Hugging Face folder to write")
+  args = p.parse_args()
 
   from mtdnn_jax.conversion.hf_export import export_hf
   from mtdnn_jax.pretrained import resolve_model_dir
@@ -26,4 +21,4 @@ def main():
 
 
 if __name__ == "__main__":
-  run(main)
+  cli.run(main)

@@ -7,23 +7,18 @@ The folder holds bert_config.json, vocab.txt and bert_model.ckpt.{index,data-*} 
 checkpoint prefix such as DIR/model.ckpt-1000). Optimizer slots and pre-training heads are
 skipped and listed. Needs TensorFlow (pip install 'mtdnn_jax[tf]').
 """
-import argparse
-
-from mtdnn_jax.cli import run
+from mtdnn_jax import cli
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--tf_checkpoint_root", required=True,
-                      help="checkpoint folder (or checkpoint prefix)")
-  parser.add_argument("--output", required=True, help="model directory to write")
-  parser.add_argument("--config", help="bert_config.json, if not in the checkpoint folder")
-  parser.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=None,
-                      help="lower-case text before WordPiece (default: guessed from the folder "
-                      "name: 'cased_…' keeps case, anything else lower-cases)")
-  parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-  args = parser.parse_args()
+  p = cli.parser(__doc__)
+  p.add_argument("--tf_checkpoint_root", required=True,
+                 help="checkpoint folder (or checkpoint prefix)")
+  cli.add_output_args(p)
+  p.add_argument("--config", help="bert_config.json, if not in the checkpoint folder")
+  cli.add_do_lower_case_arg(p, "guessed from the folder name: 'cased_…' keeps case, anything "
+                            "else lower-cases")
+  args = p.parse_args()
 
   from mtdnn_jax.conversion.tf_bert import convert_tf_checkpoint
   report = convert_tf_checkpoint(args.tf_checkpoint_root, args.output, config_file=args.config,
@@ -32,4 +27,4 @@ def main():
 
 
 if __name__ == "__main__":
-  run(main)
+  cli.run(main)

@@ -9,23 +9,17 @@ vocab.txt) or a reference MT-DNN checkpoint (.pt with 'state' and 'config'); the
 heads (scoring_list.*) are kept in the output's heads.safetensors. Pickles are only read with
 torch.load(weights_only=True).
 """
-import argparse
-
-from mtdnn_jax.cli import run
+from mtdnn_jax import cli
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--input", required=True, help="HF BERT folder or reference MT-DNN .pt")
-  parser.add_argument("--output", required=True, help="model directory to write")
-  parser.add_argument("--vocab", help="vocab.txt (required for a reference .pt)")
-  parser.add_argument("--config", help="bert_config.json overriding the checkpoint's own")
-  parser.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=None,
-                      help="lower-case text (default: tokenizer_config.json, else guessed from "
-                      "the name)")
-  parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-  args = parser.parse_args()
+  p = cli.parser(__doc__)
+  p.add_argument("--input", required=True, help="HF BERT folder or reference MT-DNN .pt")
+  cli.add_output_args(p)
+  p.add_argument("--vocab", help="vocab.txt (required for a reference .pt)")
+  p.add_argument("--config", help="bert_config.json overriding the checkpoint's own")
+  cli.add_do_lower_case_arg(p, "tokenizer_config.json, else guessed from the name")
+  args = p.parse_args()
 
   from mtdnn_jax.conversion.torch_bert import convert_torch_checkpoint
   report = convert_torch_checkpoint(args.input, args.output, vocab=args.vocab,
@@ -35,4 +29,4 @@ def main():
 
 
 if __name__ == "__main__":
-  run(main)
+  cli.run(main)

@@ -1,6 +1,7 @@
 """What every command-line entry point shares: bad input ends in one clear line and exit 2."""
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable
 
@@ -13,3 +14,19 @@ def run(main: Callable[[], None]) -> None:
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+  """A parser whose --help shows the script's docstring (its usage examples) as written."""
+  return argparse.ArgumentParser(description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_output_args(p: argparse.ArgumentParser, what: str = "model directory to write") -> None:
+  p.add_argument("--output", required=True, help=what)
+  p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def add_do_lower_case_arg(p: argparse.ArgumentParser, default: str) -> None:
+  p.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=None,
+                 help=f"lower-case text before WordPiece (default: {default})")

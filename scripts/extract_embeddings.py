@@ -9,14 +9,11 @@ Each input line is a text, or a pair written `text a ||| text b`. Each output li
 [CLS] vector) and `token_vectors` (one vector per token) of the chosen layer: 0 is the
 embedding output, 1..L the Transformer layers, -1 the last.
 """
-import argparse
-
-from mtdnn_jax.cli import run
+from mtdnn_jax import cli
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.parser(__doc__)
   parser.add_argument("--model_dir", required=True, help="model directory, or packaged:<name>")
   parser.add_argument("--finput", required=True, help="UTF-8 text file, one text (pair) a line")
   parser.add_argument("--foutput", required=True, help="JSON-lines file to write")
@@ -43,4 +40,4 @@ def main():
 
 
 if __name__ == "__main__":
-  run(main)
+  cli.run(main)

@@ -2,7 +2,6 @@
 import json
 import shutil
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -228,23 +227,25 @@ def test_missing_checkpoint_file(tmp_path, google_tf_minilm):
       f"error: {folder}/bert_model.ckpt.index: no TensorFlow checkpoint found")
 
 
+def _edit_config(folder, **changes):
+  """Sets keys of the folder's bert_config.json; a value of None removes the key."""
+  config = json.loads((folder / "bert_config.json").read_text())
+  config.update(changes)
+  (folder / "bert_config.json").write_text(
+      json.dumps({k: v for k, v in config.items() if v is not None}))
+
+
 def test_config_key_that_does_not_exist(tmp_path, google_tf_minilm):
-  def misspell(f):
-    config = json.loads((f / "bert_config.json").read_text())
-    config["num_hiden_layers"] = config.pop("num_hidden_layers")
-    (f / "bert_config.json").write_text(json.dumps(config))
-  folder = _tf_variant(google_tf_minilm, tmp_path, misspell)
+  folder = _tf_variant(google_tf_minilm, tmp_path, lambda f: _edit_config(
+      f, num_hidden_layers=None, num_hiden_layers=6))
   assert _convert_tf_fails(folder, tmp_path) == (
       f"error: {folder}/bert_config.json: unknown config key 'num_hiden_layers' "
       "(did you mean 'num_hidden_layers'?)")
 
 
 def test_weights_whose_shapes_do_not_match_the_config(tmp_path, google_tf_minilm):
-  def grow(f):
-    config = json.loads((f / "bert_config.json").read_text())
-    config["intermediate_size"] = 1024
-    (f / "bert_config.json").write_text(json.dumps(config))
-  folder = _tf_variant(google_tf_minilm, tmp_path, grow)
+  folder = _tf_variant(google_tf_minilm, tmp_path,
+                       lambda f: _edit_config(f, intermediate_size=1024))
   assert _convert_tf_fails(folder, tmp_path) == (
       f"error: {folder}/bert_model.ckpt: variable "
       "'bert/encoder/layer_0/intermediate/dense/kernel' has shape (384, 1536), but the config "
@@ -260,11 +261,7 @@ def test_vocab_whose_size_differs_from_the_embedding_table(tmp_path, google_tf_m
 
 
 def test_more_layers_than_the_config_is_an_error_not_a_skip(tmp_path, google_tf_minilm):
-  def shrink(f):
-    config = json.loads((f / "bert_config.json").read_text())
-    config["num_hidden_layers"] = 5
-    (f / "bert_config.json").write_text(json.dumps(config))
-  folder = _tf_variant(google_tf_minilm, tmp_path, shrink)
+  folder = _tf_variant(google_tf_minilm, tmp_path, lambda f: _edit_config(f, num_hidden_layers=5))
   assert "is not part of a BERT encoder with 5 layers" in _convert_tf_fails(folder, tmp_path)
 
 

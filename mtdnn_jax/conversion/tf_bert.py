@@ -10,14 +10,9 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
-
-from mtdnn_jax.conversion.layout import foreign_names, import_params
-from mtdnn_jax.conversion.report import ConversionReport
+from mtdnn_jax.conversion.result import ConversionReport, write_converted
 from mtdnn_jax.errors import InputError
-from mtdnn_jax.model_dir import save_model_dir, unflatten_params
 from mtdnn_jax.models.config import EncoderConfig
-from mtdnn_jax.tokenization import TokenizerSettings, guess_do_lower_case, read_vocab
 
 _OPTIMIZER = re.compile(r"(^|/)(adam_[mv]|Adam(_\d+)?|Momentum|global_step|beta[12]_power|"
                         r"lamb_[mv]|ExponentialMovingAverage|good_steps|loss_scale)(/|$)")
@@ -72,32 +67,10 @@ def convert_tf_checkpoint(root: str | os.PathLike, output: str | os.PathLike, *,
   if not config_path.is_file() and not config_file and (folder / "config.json").is_file():
     config_path = folder / "config.json"
   config = EncoderConfig.from_json_file(config_path)
-  vocab_path = folder / "vocab.txt"
-  vocab = read_vocab(vocab_path)
-  if len(vocab) != config.vocab_size:
-    raise InputError(vocab_path, f"vocabulary has {len(vocab)} tokens but {config_path.name} "
-                     f"says vocab_size={config.vocab_size}")
-
   reader = _open_reader(prefix)
   available = reader.get_variable_to_shape_map()
-  report = ConversionReport(str(prefix), str(output))
-  needed = foreign_names(config, "tf")
-  for name in sorted(set(available) - set(needed)):
-    reason = skip_reason(name)
-    if reason is None:
-      raise InputError(prefix, f"variable {name!r} is not part of a BERT encoder with "
-                       f"{config.num_hidden_layers} layers as {config_path.name} describes")
-    report.skipped[name] = reason
-
-  flat = import_params(lambda n: reader.get_tensor(n) if n in available else None,
-                       config, "tf", prefix)
-  report.num_params = len(flat)
-  report.num_values = int(sum(np.size(v) for v in flat.values()))
-  if do_lower_case is None:
-    do_lower_case = guess_do_lower_case(folder.name)
-    report.notes.append(f"do_lower_case={do_lower_case}, guessed from the folder name "
-                        f"{folder.name!r} (set it with --do_lower_case/--no-do_lower_case)")
-  save_model_dir(output, config=config, params=unflatten_params(flat), vocab=vocab,
-                 tokenizer_settings=TokenizerSettings(do_lower_case=do_lower_case),
-                 provenance=report.provenance("google-tf-bert"), overwrite=overwrite)
-  return report
+  return write_converted(
+      source=prefix, output=output, config=config, config_name=config_path.name, fmt="tf",
+      names=available, read=lambda n: reader.get_tensor(n) if n in available else None,
+      skip_reason=skip_reason, vocab_path=folder / "vocab.txt", do_lower_case=do_lower_case,
+      name_for_guess=folder.name, source_format="google-tf-bert", overwrite=overwrite)

@@ -17,12 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from mtdnn_jax.conversion.layout import foreign_names, import_params, num_layers_in
-from mtdnn_jax.conversion.report import ConversionReport
+from mtdnn_jax.conversion.layout import num_layers_in
+from mtdnn_jax.conversion.result import ConversionReport, write_converted
 from mtdnn_jax.errors import InputError
-from mtdnn_jax.model_dir import save_model_dir, unflatten_params
 from mtdnn_jax.models.config import EncoderConfig
-from mtdnn_jax.tokenization import TokenizerSettings, guess_do_lower_case, read_vocab
 
 REFERENCE_HEAD_PREFIX = "scoring_list."
 _ENCODER_KEY = re.compile(r"^(embeddings|encoder|pooler)\.")
@@ -134,6 +132,7 @@ def convert_torch_checkpoint(input_path: str | os.PathLike, output: str | os.Pat
     folder = input_path
     config_path = Path(config_file) if config_file else folder / "config.json"
     config = EncoderConfig.from_json_file(config_path)
+    config_name = config_path.name
     state, weights_path = read_hf_weights(folder)
     encoder, rest = _strip_prefix(state)
     vocab_path = Path(vocab) if vocab else folder / "vocab.txt"
@@ -151,6 +150,7 @@ def convert_torch_checkpoint(input_path: str | os.PathLike, output: str | os.Pat
     run_config = checkpoint.get("config") or {}
     config = (EncoderConfig.from_json_file(config_file) if config_file
               else _infer_config(encoder, run_config, input_path))
+    config_name = Path(config_file).name if config_file else "the checkpoint's config"
     if not vocab:
       raise InputError(input_path, "a reference MT-DNN checkpoint carries no vocabulary; pass "
                        "the vocab.txt of its encoder with --vocab")
@@ -161,35 +161,11 @@ def convert_torch_checkpoint(input_path: str | os.PathLike, output: str | os.Pat
                   "reference_config": json.loads(json.dumps(run_config, default=str))}
     source_format = "reference-mtdnn"
 
-  vocab_tokens = read_vocab(vocab_path)
-  if len(vocab_tokens) != config.vocab_size:
-    raise InputError(vocab_path, f"vocabulary has {len(vocab_tokens)} tokens but the config "
-                     f"says vocab_size={config.vocab_size}")
-  report = ConversionReport(str(input_path), str(output))
-  needed = foreign_names(config, "torch")
-  for name in sorted(set(encoder) - set(needed)):
-    reason = _skip_reason(name)
-    if reason is None:
-      raise InputError(weights_path, f"tensor {name!r} is not part of a BERT encoder with "
-                       f"{config.num_hidden_layers} layers as the config describes")
-    report.skipped[name] = reason
-  for name in sorted(rest):
-    report.skipped[name] = "tensors outside the BERT encoder"
+  skipped_extra = {name: "tensors outside the BERT encoder" for name in rest}
   if not input_path.is_dir() and "optimizer" in checkpoint:
-    report.skipped["optimizer"] = "optimizer state"
-  flat = import_params(encoder.get, config, "torch", weights_path)
-  report.num_params = len(flat)
-  report.num_values = int(sum(v.size for v in flat.values()))
-  if heads:
-    report.notes.append(f"kept {len(heads)} task-head tensors ({', '.join(sorted(heads)[:4])}"
-                        f"{', ...' if len(heads) > 4 else ''}) in heads.safetensors")
-  if do_lower_case is None:
-    do_lower_case = guess_do_lower_case(input_path.name)
-    report.notes.append(f"do_lower_case={do_lower_case}, guessed from the name "
-                        f"{input_path.name!r} (set it with --do_lower_case/--no-do_lower_case)")
-  save_model_dir(output, config=config, params=unflatten_params(flat), vocab=vocab_tokens,
-                 tokenizer_settings=TokenizerSettings(do_lower_case=bool(do_lower_case)),
-                 provenance=report.provenance(source_format), heads=heads or None,
-                 heads_meta=heads_meta, overwrite=overwrite)
-  return report
-
+    skipped_extra["optimizer"] = "optimizer state"
+  return write_converted(
+      source=weights_path, output=output, config=config, config_name=config_name, fmt="torch",
+      names=encoder, read=encoder.get, skip_reason=_skip_reason, vocab_path=vocab_path,
+      do_lower_case=do_lower_case, name_for_guess=input_path.name, source_format=source_format,
+      skipped_extra=skipped_extra, heads=heads, heads_meta=heads_meta, overwrite=overwrite)
