@@ -20,10 +20,12 @@ CORE = [
     "tqdm>=4.70.1",
     "absl-py>=2.5.1",
     "pyyaml>=6.0.3",
+    "matplotlib>=3.11.2",  # the loss / dev-metric plots every training run writes
+    "tensorboardX>=2.6.5",  # TensorBoard event files without TensorFlow
 ]
 TF = ["tensorflow-cpu>=2.21.0", "tensorflow-datasets>=4.9.10"]
 TORCH = ["torch>=2.13.0"]
-DEV = ["pytest>=9.0.3", "scipy>=1.17.1", "scikit-learn>=1.9.1", "matplotlib>=3.11.2"] + TF + TORCH
+DEV = ["pytest>=9.0.3", "scipy>=1.17.1", "scikit-learn>=1.9.1"] + TF + TORCH
 
 setup(
     name="mtdnn_jax",

@@ -1,0 +1,122 @@
+"""Jitted batch evaluation: predictions, scores, metrics, score files and GLUE submissions."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+
+import numpy as np
+from jax.sharding import Mesh
+
+from mtdnn_jax.data.batching import Buckets, eval_batches
+from mtdnn_jax.data.features import Features
+from mtdnn_jax.losses import masked_logits
+from mtdnn_jax.metrics import compute_metrics
+from mtdnn_jax.models.heads import HeadLayout
+from mtdnn_jax.models.mtdnn import MTDNN
+from mtdnn_jax.sharding import put_batch
+from mtdnn_jax.submission import GLUE_SUBMISSION_NAMES, write_glue_submission, write_score_file
+from mtdnn_jax.tasks import TaskDef, TaskType, is_test_split
+
+
+class Predictions:
+  """One split's model outputs, padding removed, in the split's example order."""
+
+  def __init__(self, task: TaskDef, example_index, outputs: dict[str, np.ndarray],
+               labels: np.ndarray, features: Features):
+    order = np.argsort(example_index, kind="stable")
+    self.example_index = example_index[order]
+    self.uids = [str(features.uids[i]) for i in self.example_index]
+    self.labels = labels[order]
+    if task.task_type is TaskType.REGRESSION:
+      self.scores = outputs["scores"][order]
+      self.predictions = self.scores
+    elif task.task_type is TaskType.RANKING:
+      self.candidate_mask = outputs["candidate_mask"][order]
+      self.scores = outputs["probs"][order]  # softmax over the question's candidates
+      self.predictions = self.scores.argmax(-1)
+    else:
+      self.scores = outputs["probs"][order][:, :task.n_class]
+      self.predictions = self.scores.argmax(-1)
+
+  def metrics(self, task: TaskDef) -> dict[str, float]:
+    return compute_metrics(task, self.predictions, self.scores, self.labels,
+                           candidate_mask=getattr(self, "candidate_mask", None))
+
+
+class Evaluator:
+  def __init__(self, model: MTDNN, layout: HeadLayout, mesh: Mesh, buckets: Buckets,
+               special_ids: tuple[int, int, int], num_candidates: dict[int, int] | None = None):
+    self.mesh = mesh
+    self.buckets = buckets
+    self.special_ids = special_ids  # pad, cls, sep
+    self.num_candidates = num_candidates or {}
+    self.layout = layout
+    self._step = jax.jit(lambda params, batch: _eval_outputs(model, params, batch))
+
+  def predict(self, params: Any, task_id: int, task: TaskDef, features: Features) -> Predictions:
+    host_index, host_count = jax.process_index(), jax.process_count()
+    collected: dict[str, list[np.ndarray]] = {}
+    for batch in eval_batches(task_id, features, self.buckets, *self.special_ids,
+                              host_index=host_index, host_count=host_count,
+                              num_candidates=self.num_candidates.get(task_id)):
+      outputs = self._step(params, put_batch(batch, self.mesh))
+      outputs = {k: np.asarray(jax.device_get(_gather(v))) for k, v in outputs.items()}
+      for key, value in outputs.items():
+        collected.setdefault(key, []).append(value)
+    merged = {k: np.concatenate(v) for k, v in collected.items()}
+    real = merged["weights"] > 0
+    return Predictions(task, merged["example_index"][real],
+                       {k: v[real] for k, v in merged.items()}, merged["labels"][real], features)
+
+  def evaluate(self, params: Any, task_id: int, task: TaskDef, split: str, features: Features,
+               out_dir: str | os.PathLike | None) -> dict[str, float]:
+    """Metrics of a labelled split ({} for a test split), and its score file (and, for GLUE test
+    splits, the submission file) under `out_dir`."""
+    predictions = self.predict(params, task_id, task, features)
+    metrics = {} if is_test_split(split) else predictions.metrics(task)
+    if out_dir is not None and jax.process_index() == 0:
+      out_dir = Path(out_dir)
+      write_score_file(out_dir / f"{task.name}_{split}_scores.json", task=task,
+                       uids=predictions.uids, predictions=predictions.predictions,
+                       scores=predictions.scores, metrics=metrics)
+      submission = GLUE_SUBMISSION_NAMES.get((task.name, split))
+      if submission:
+        write_glue_submission(out_dir / "glue" / submission, task=task, uids=predictions.uids,
+                              predictions=predictions.predictions, scores=predictions.scores)
+    return metrics
+
+
+def _gather(x: jax.Array) -> jax.Array:
+  """Every process's rows of a global array (a no-op with one process)."""
+  if jax.process_count() == 1:
+    return x
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(x, tiled=True)
+
+
+def _eval_outputs(model: MTDNN, params, batch) -> dict[str, jax.Array]:
+  out = model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
+                    batch["attention_mask"], batch["task_id"], deterministic=True)
+  result = {"weights": batch["weights"], "example_index": batch["example_index"],
+            "labels": batch["labels"]}
+  if out.logits is None:  # ranking: a softmax over each question's candidates
+    result["probs"] = jax.nn.softmax(masked_logits(out.scores, batch["candidate_mask"] > 0), -1)
+    result["candidate_mask"] = batch["candidate_mask"]
+  else:
+    result["probs"] = jax.nn.softmax(out.logits, axis=-1)
+    if out.scores is not None:
+      result["scores"] = out.scores
+  return result
+
+
+def mean_primary_metric(results: dict[tuple[str, str], dict[str, float]]) -> float:
+  """The selection score: the mean over evaluated labelled splits of each one's first metric."""
+  firsts = [next(iter(m.values())) for m in results.values() if m]
+  firsts = [v for v in firsts if np.isfinite(v)]
+  return float(np.mean(firsts)) if firsts else float("-inf")
+
+
+

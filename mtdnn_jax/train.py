@@ -1,0 +1,299 @@
+"""Multi-task training and evaluation: `train_and_evaluate(config, workdir)`.
+
+One linear function in marked sections: tasks and data → mesh → model and optimizer → state
+(initialised or restored) → the loop (one jitted, sharded step per batch; evaluation, checkpoint
+and best-model selection after every epoch) → the plot. The config (`configs/*.py`) is the only
+place a hyper-parameter lives.
+
+The train state is a plain dict {"step", "params", "opt_state", "rng", ["ema_params"]}: the
+dropout key of step s is fold_in(rng, s), so a resumed run draws exactly the bits an
+uninterrupted one would.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from mtdnn_jax import optim
+from mtdnn_jax.checkpoint import Checkpoints
+from mtdnn_jax.data.batching import Buckets
+from mtdnn_jax.data.canonical import canonical_path
+from mtdnn_jax.data.features import load_or_build_features
+from mtdnn_jax.data.sampler import MultiTaskSampler
+from mtdnn_jax.errors import InputError
+from mtdnn_jax.evaluate import Evaluator, mean_primary_metric
+from mtdnn_jax.fileio import write_json
+from mtdnn_jax.losses import (cross_entropy, mean_squared_error, ranking_cross_entropy,
+                              weighted_mean)
+from mtdnn_jax.model_dir import load_model_dir
+from mtdnn_jax.models.heads import KINDS, HeadLayout, head_layout
+from mtdnn_jax.models.mtdnn import MTDNN
+from mtdnn_jax.pretrained import resolve_model_dir
+from mtdnn_jax.reporting import METRICS_FILE, MetricsLog, plot_training
+from mtdnn_jax.sharding import logical_shardings, make_mesh, put_batch, replicated
+from mtdnn_jax.tasks import TaskDef, load_task_defs
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+# ------------------------------------------------------------------------------ the loss
+
+def per_example_loss(outputs, batch: dict[str, jax.Array], layout: HeadLayout) -> jax.Array:
+  """Each example's loss under its own task's head (SPEC.md §1 table)."""
+  labels = batch["labels"]
+  if outputs.logits is None:  # a ranking batch
+    return ranking_cross_entropy(outputs.scores, batch["candidate_mask"], labels.astype(jnp.int32))
+  # Class ids are clipped into range so that rows of regression tasks (float targets) give a
+  # finite, unused cross-entropy instead of an out-of-range gather.
+  class_ids = jnp.clip(labels.astype(jnp.int32), 0, layout.max_classes - 1)
+  loss = cross_entropy(outputs.logits, class_ids)
+  if outputs.scores is not None:
+    is_scorer = jnp.asarray(layout.kind_code())[batch["task_id"]] == KINDS.index("scorer")
+    loss = jnp.where(is_scorer, mean_squared_error(outputs.scores, labels), loss)
+  return loss
+
+
+def _keep_absent_heads(new_tree, old_tree, present: dict[str, jax.Array]):
+  """Leaves under heads/<kind>/ whose task had no example in the batch keep their old value.
+
+  A task's head must be untouched by a batch that has none of its examples, as in the
+  reference, where it gets no gradient and the optimizer skips it; with optax, Adam's momentum
+  would otherwise keep moving it (and decay its moments) on every other task's step.
+  """
+  def keep(path, new, old):
+    keys = [getattr(k, "key", None) for k in path]
+    if "heads" in keys and keys.index("heads") + 1 < len(keys):
+      kind = keys[keys.index("heads") + 1]
+      if kind in present and np.ndim(new) >= 1:
+        mask = present[kind].reshape((-1,) + (1,) * (np.ndim(new) - 1))
+        return jnp.where(mask, new, old)
+    return new
+  return jax.tree_util.tree_map_with_path(keep, new_tree, old_tree)
+
+
+def make_train_step(model: MTDNN, layout: HeadLayout, tx: optax.GradientTransformation,
+                    ema_decay: float, hold_absent_heads: bool):
+  def train_step(state: dict[str, Any], batch: dict[str, jax.Array]):
+    dropout_rng = jax.random.fold_in(state["rng"], state["step"])
+
+    def loss_fn(params):
+      outputs = model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
+                            batch["attention_mask"], batch["task_id"], deterministic=False,
+                            rngs={"dropout": dropout_rng})
+      return weighted_mean(per_example_loss(outputs, batch, layout), batch["weights"])
+
+    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    if hold_absent_heads:
+      real = batch["weights"] > 0
+      present = {kind: jnp.array([jnp.any(real & (batch["task_id"] == t))
+                                  for t in layout.tasks_of(kind)])
+                 for kind in KINDS if layout.tasks_of(kind)}
+      updates = _keep_absent_heads(updates, jax.tree.map(jnp.zeros_like, updates), present)
+      opt_state = _keep_absent_heads(opt_state, state["opt_state"], present)
+    params = optax.apply_updates(state["params"], updates)
+    new_state = dict(state, step=state["step"] + 1, params=params, opt_state=opt_state)
+    if ema_decay > 0:
+      new_state["ema_params"] = optim.update_ema(state["ema_params"], params, ema_decay)
+    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads),
+                       "examples": jnp.sum(batch["weights"])}
+  return train_step
+
+
+# ------------------------------------------------------------------------------ config checks
+
+def selected_tasks(config: ml_collections.ConfigDict) -> list[TaskDef]:
+  defined = load_task_defs(config.task_def)
+  names = [n.strip() for n in str(config.tasks).split(",") if n.strip()]
+  if not names:
+    raise InputError(None, "no task given", field="config.tasks")
+  for name in names:
+    if name not in defined:
+      raise InputError(None, f"unknown task {name!r}; {config.task_def} defines "
+                       f"{', '.join(defined)}", field="config.tasks")
+  return [defined[n] for n in names]
+
+
+def check_config(config: ml_collections.ConfigDict, mesh) -> None:
+  """Refuses a config that cannot run, before any compute, naming the field."""
+  if config.model.dtype not in DTYPES:
+    raise InputError(None, f"unknown dtype {config.model.dtype!r} (known: {', '.join(DTYPES)})",
+                     field="config.model.dtype")
+  if config.model.attention_impl not in ("xla", "cudnn"):
+    raise InputError(None, f"unknown attention_impl {config.model.attention_impl!r} (known: "
+                     "xla, cudnn)", field="config.model.attention_impl")
+  data_axis = mesh.shape["data"]
+  for name in ("batch_size", "eval_batch_size"):
+    if config[name] <= 0 or config[name] % data_axis:
+      raise InputError(None, f"{config[name]} is not a positive multiple of the mesh's data "
+                       f"axis ({data_axis} devices)", field=f"config.{name}")
+  if list(config.buckets) != sorted(set(config.buckets)) or config.buckets[-1] < config.max_seq_len:
+    raise InputError(None, f"buckets {tuple(config.buckets)} must increase and end at or above "
+                     f"max_seq_len={config.max_seq_len}", field="config.buckets")
+  if config.num_epochs <= 0:
+    raise InputError(None, "must be positive", field="config.num_epochs")
+  optim.check_optim_config(config.optim)
+
+
+# ------------------------------------------------------------------------------ the run
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains on all of `config.tasks` at once, evaluating every epoch; returns the last epoch's
+  metrics {"<task>/<split>/<metric>": value} and "best_score"."""
+  workdir = Path(workdir)
+  is_writer = jax.process_index() == 0
+
+  # --- mesh and config checks: everything that can be refused is refused before any compute
+  mesh = make_mesh(dict(config.mesh))
+  check_config(config, mesh)
+  tasks = selected_tasks(config)
+  layout = head_layout(tasks)
+
+  # --- input: tokenized feature caches, the multi-task sampler, evaluation splits
+  model_dir = load_model_dir(resolve_model_dir(config.model_dir))
+  tokenizer = model_dir.tokenizer()
+  data_dir = Path(config.data_dir)
+  cache_dir = Path(config.cache_dir or data_dir / "features")
+  features = lambda task, split: load_or_build_features(
+      task, split, data_dir, cache_dir, tokenizer, config.max_seq_len)[0]
+  train_features = [features(task, config.train_split) for task in tasks]
+  eval_sets = [(t, task, split, features(task, split)) for t, task in enumerate(tasks)
+               for split in task.split_names
+               if split != config.train_split and canonical_path(data_dir, task.name, split).is_file()]
+  special_ids = (tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id)
+  sampler = MultiTaskSampler(
+      train_features, Buckets.make(config.buckets, config.batch_size), seed=config.seed,
+      pad_id=special_ids[0], cls_id=special_ids[1], sep_id=special_ids[2],
+      mix_opt=config.sampler.mix_opt, ratio=config.sampler.ratio, mixed=config.sampler.mixed,
+      host_index=jax.process_index(), host_count=jax.process_count())
+  steps_per_epoch = sampler.steps_per_epoch()
+  total_steps = config.num_epochs * steps_per_epoch
+
+  # --- model and optimizer
+  model = MTDNN(model_dir.config, layout, DTYPES[config.model.dtype],
+                config.model.attention_impl, config.model.remat)
+  tx = optim.build_optimizer(config.optim, total_steps)
+  ema_decay = float(config.optim.ema_decay)
+
+  # --- state: shardings from the parameters' logical axis names, then init or restore
+  dummy = jnp.ones((1, config.buckets[0]), jnp.int32)
+  init_params = lambda rng: model.init(rng, dummy, dummy, dummy, jnp.zeros((1,), jnp.int32))["params"]
+  boxed = jax.eval_shape(init_params, jax.random.PRNGKey(0))
+  param_shardings = logical_shardings(boxed, mesh, config.logical_axis_rules)
+  abstract_params = jax.tree.map(lambda b, s: jax.ShapeDtypeStruct(b.shape, b.dtype, sharding=s),
+                                 nn.unbox(boxed), param_shardings)
+  opt_shardings = optax.tree_utils.tree_map_params(
+      tx, lambda _, sharding: sharding, jax.eval_shape(tx.init, abstract_params),
+      param_shardings, transform_non_params=lambda _: replicated(mesh))
+  state_shardings = {"step": replicated(mesh), "params": param_shardings,
+                     "opt_state": opt_shardings, "rng": replicated(mesh)}
+  if ema_decay > 0:
+    state_shardings["ema_params"] = param_shardings
+
+  def init_state(rng, encoder_params):
+    params = nn.unbox(init_params(rng))
+    params["encoder"] = encoder_params
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+             "rng": jax.random.fold_in(rng, 1)}
+    if ema_decay > 0:
+      state["ema_params"] = params
+    return state
+
+  init_state = jax.jit(init_state, out_shardings=state_shardings)
+  checkpoints = Checkpoints(workdir, keep=config.checkpoint.keep,
+                            asynchronous=config.checkpoint.asynchronous)
+  abstract_state = jax.eval_shape(init_state, jax.random.PRNGKey(config.seed),
+                                  jax.tree.map(jnp.asarray, model_dir.params))
+  abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                abstract_state, state_shardings)
+  restored = checkpoints.restore_latest(abstract_state)
+  if restored is None:
+    encoder = jax.device_put(jax.tree.map(jnp.asarray, model_dir.params),
+                             param_shardings["encoder"])
+    state = init_state(jax.random.PRNGKey(config.seed), encoder)
+  else:
+    _, state, sampler_position = restored
+    sampler.load_state_dict(sampler_position)
+  start_step = int(state["step"])
+
+  # --- the step: one jit with explicit shardings, the state donated
+  train_step = jax.jit(
+      make_train_step(model, layout, tx, ema_decay,
+                      hold_absent_heads=config.optim.grad_accumulation_steps == 1),
+      in_shardings=(state_shardings, None), out_shardings=(state_shardings, replicated(mesh)),
+      donate_argnums=0)
+  evaluator = Evaluator(model, layout, mesh, Buckets.make(config.buckets, config.eval_batch_size),
+                        special_ids, sampler.num_candidates)
+  config_json = json.loads(config.to_json_best_effort())
+  if is_writer:
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(workdir / "config.json", config_json)
+
+  # --- the loop
+  log = MetricsLog(workdir, enabled=is_writer)
+  results: dict[str, Any] = {}
+  stop_at = config.stop_at_step or total_steps
+  pending: list[tuple[int, dict]] = []  # device metrics, fetched only when logged (no sync per step)
+  batches = iter(sampler)
+  progress = tqdm(total=total_steps, initial=start_step, unit="step", disable=not is_writer,
+                  desc="training", dynamic_ncols=True)
+  last_log_time, last_log_step = time.time(), start_step
+  step = start_step
+  try:
+    while step < min(stop_at, total_steps):
+      state, metrics = train_step(state, put_batch(next(batches), mesh))
+      step += 1
+      pending.append((step, metrics))
+      progress.update(1)
+      end_of_epoch = step % steps_per_epoch == 0
+      if step % config.log_every_steps == 0 or end_of_epoch or step == stop_at:
+        fetched = jax.device_get(pending)
+        now = time.time()
+        rate = sum(float(m["examples"]) for _, m in fetched) / max(now - last_log_time, 1e-9)
+        for s, m in fetched:
+          log.log(s, "train", {"loss": m["loss"], "grad_norm": m["grad_norm"],
+                               "lr": optim.learning_rate_at(config.optim, total_steps, s - 1)},
+                  epoch=(s - 1) // steps_per_epoch)
+        log.log(step, "speed", {"examples_per_s": rate,
+                                "steps_per_s": (step - last_log_step) / max(now - last_log_time, 1e-9)})
+        progress.set_postfix(loss=f"{float(fetched[-1][1]['loss']):.4f}", ex_s=f"{rate:.1f}")
+        pending, last_log_time, last_log_step = [], now, step
+      if end_of_epoch:
+        epoch = step // steps_per_epoch
+        params = state["ema_params"] if ema_decay > 0 else state["params"]
+        evaluated = {}
+        for task_id, task, split, split_features in eval_sets:
+          metrics = evaluator.evaluate(params, task_id, task, split, split_features,
+                                       workdir / "predictions" / f"epoch_{epoch}")
+          if metrics:
+            evaluated[(task.name, split)] = metrics
+            log.log(step, "eval", metrics, task=task.name, split=split, epoch=epoch)
+            results.update({f"{task.name}/{split}/{k}": v for k, v in metrics.items()})
+        score = mean_primary_metric(evaluated)
+        results["best_score"] = max(score, results.get("best_score", float("-inf")))
+        checkpoints.save_if_best(step, params, score, config_json)
+        progress.write(f"epoch {epoch}: " + ", ".join(
+            f"{t}/{s} " + " ".join(f"{k}={v:.2f}" for k, v in m.items())
+            for (t, s), m in evaluated.items()))
+      if end_of_epoch or step == stop_at or (config.checkpoint.every_steps and
+                                             step % config.checkpoint.every_steps == 0):
+        checkpoints.save(step, state, sampler.state_dict(), config_json)
+  finally:
+    progress.close()
+    checkpoints.wait()
+    checkpoints.close()
+    log.close()
+  if is_writer and (workdir / METRICS_FILE).is_file():
+    plot_training(workdir / METRICS_FILE, workdir / "training.png")
+  results["step"] = step
+  return results
