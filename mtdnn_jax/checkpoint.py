@@ -14,6 +14,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from mtdnn_jax.errors import InputError
+
 
 class Checkpoints:
   def __init__(self, workdir: str | os.PathLike, *, keep: int = 2, asynchronous: bool = True):
@@ -53,12 +55,19 @@ class Checkpoints:
         state=ocp.args.StandardRestore(abstract_state), sampler=ocp.args.JsonRestore()))
     return step, restored["state"], restored["sampler"]
 
-  def restore_best_params(self, abstract_params: Any) -> Any:
-    step = self._best.best_step()
+  def restore_params(self, which: str = "best") -> tuple[int, Any]:
+    """(step, parameters) of the best or the latest checkpoint, as host arrays."""
+    if which == "best":
+      step = self._best.best_step()
+      if step is None:
+        raise InputError(self._best.directory, "no best checkpoint (no epoch was evaluated)")
+      return step, self._best.restore(step, args=ocp.args.Composite(
+          params=ocp.args.StandardRestore()))["params"]
+    step = self._latest.latest_step()
     if step is None:
-      raise FileNotFoundError("no best checkpoint has been written")
-    return self._best.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params)))["params"]
+      raise InputError(self._latest.directory, "no checkpoint")
+    return step, self._latest.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))["state"]["params"]
 
   def wait(self) -> None:
     self._latest.wait_until_finished()

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from mtdnn_jax.data import raw  # noqa: E402
 from mtdnn_jax.data.features import load_or_build_features  # noqa: E402
 from mtdnn_jax.errors import InputError  # noqa: E402
+from mtdnn_jax.pretrained import resolve_model_dir  # noqa: E402
 from mtdnn_jax.tasks import load_task_defs  # noqa: E402
 from mtdnn_jax.tokenization import Tokenizer, TokenizerSettings  # noqa: E402
 
@@ -40,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="also write random subsets of train of these fractions")
   parser.add_argument("--seed", type=int, default=13, help="seed of the train subsets")
   tokenizer = parser.add_mutually_exclusive_group()
-  tokenizer.add_argument("--model_dir", help="a model directory with vocab.txt and "
+  tokenizer.add_argument("--model_dir", help="a model directory (or packaged:<name>) with vocab.txt and "
                          "tokenizer_config.json; tokenizes into the feature cache")
   tokenizer.add_argument("--vocab", help="a BERT vocab.txt; tokenizes into the feature cache")
   parser.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=True,
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> None:
   if args.vocab:
     tokenizer = Tokenizer(args.vocab, TokenizerSettings(do_lower_case=args.do_lower_case))
   elif args.model_dir:
-    tokenizer = Tokenizer.from_model_dir(args.model_dir)
+    tokenizer = Tokenizer.from_model_dir(resolve_model_dir(args.model_dir))
   else:
     tokenizer = None
   output_dir = Path(args.output_dir)
