@@ -31,11 +31,15 @@ class Checkpoints:
             keep_checkpoints_without_metrics=False, enable_async_checkpointing=asynchronous))
 
   def save(self, step: int, state: Any, sampler_state: dict, config: dict) -> None:
+    if step in self._latest.all_steps():  # e.g. a finished run opened again
+      return
     self._latest.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), sampler=ocp.args.JsonSave(sampler_state),
         config=ocp.args.JsonSave(config)))
 
   def save_if_best(self, step: int, params: Any, score: float, config: dict) -> None:
+    if step in self._best.all_steps():
+      return
     self._best.save(step, metrics={"score": float(score)}, args=ocp.args.Composite(
         params=ocp.args.StandardSave(params), config=ocp.args.JsonSave(config)))
 

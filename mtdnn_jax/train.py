@@ -105,7 +105,7 @@ def make_train_step(model: MTDNN, layout: HeadLayout, tx: optax.GradientTransfor
     new_state = dict(state, step=state["step"] + 1, params=params, opt_state=opt_state)
     if ema_decay > 0:
       new_state["ema_params"] = optim.update_ema(state["ema_params"], params, ema_decay)
-    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads),
+    return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads),
                        "examples": jnp.sum(batch["weights"])}
   return train_step
 
@@ -149,7 +149,8 @@ def check_config(config: ml_collections.ConfigDict, mesh) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains on all of `config.tasks` at once, evaluating every epoch; returns the last epoch's
-  metrics {"<task>/<split>/<metric>": value} and "best_score"."""
+  metrics {"<task>/<split>/<metric>": value}, "best_score", "step" and
+  "train_step_compilations"."""
   workdir = Path(workdir)
   is_writer = jax.process_index() == 0
 
@@ -243,6 +244,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   log = MetricsLog(workdir, enabled=is_writer)
   results: dict[str, Any] = {}
   stop_at = config.stop_at_step or total_steps
+
+  def evaluate_epoch(state, step):
+    """Every evaluation split: metrics logged, score files written, the best model kept."""
+    epoch = step // steps_per_epoch
+    params = state["ema_params"] if ema_decay > 0 else state["params"]
+    evaluated = {}
+    for task_id, task, split, split_features in eval_sets:
+      metrics = evaluator.evaluate(params, task_id, task, split, split_features,
+                                   workdir / "predictions" / f"epoch_{epoch}")
+      if metrics:
+        evaluated[(task.name, split)] = metrics
+        log.log(step, "eval", metrics, task=task.name, split=split, epoch=epoch)
+        results.update({f"{task.name}/{split}/{k}": v for k, v in metrics.items()})
+    score = mean_primary_metric(evaluated)
+    results["best_score"] = max(score, results.get("best_score", float("-inf")))
+    checkpoints.save_if_best(step, params, score, config_json)
+    tqdm.write(f"epoch {epoch}: " + ", ".join(
+        f"{t}/{s} " + " ".join(f"{k}={v:.2f}" for k, v in m.items())
+        for (t, s), m in evaluated.items()))
+
   pending: list[tuple[int, dict]] = []  # device metrics, fetched only when logged (no sync per step)
   batches = iter(sampler)
   progress = tqdm(total=total_steps, initial=start_step, unit="step", disable=not is_writer,
@@ -269,25 +290,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         progress.set_postfix(loss=f"{float(fetched[-1][1]['loss']):.4f}", ex_s=f"{rate:.1f}")
         pending, last_log_time, last_log_step = [], now, step
       if end_of_epoch:
-        epoch = step // steps_per_epoch
-        params = state["ema_params"] if ema_decay > 0 else state["params"]
-        evaluated = {}
-        for task_id, task, split, split_features in eval_sets:
-          metrics = evaluator.evaluate(params, task_id, task, split, split_features,
-                                       workdir / "predictions" / f"epoch_{epoch}")
-          if metrics:
-            evaluated[(task.name, split)] = metrics
-            log.log(step, "eval", metrics, task=task.name, split=split, epoch=epoch)
-            results.update({f"{task.name}/{split}/{k}": v for k, v in metrics.items()})
-        score = mean_primary_metric(evaluated)
-        results["best_score"] = max(score, results.get("best_score", float("-inf")))
-        checkpoints.save_if_best(step, params, score, config_json)
-        progress.write(f"epoch {epoch}: " + ", ".join(
-            f"{t}/{s} " + " ".join(f"{k}={v:.2f}" for k, v in m.items())
-            for (t, s), m in evaluated.items()))
+        evaluate_epoch(state, step)
       if end_of_epoch or step == stop_at or (config.checkpoint.every_steps and
                                              step % config.checkpoint.every_steps == 0):
         checkpoints.save(step, state, sampler.state_dict(), config_json)
+    if start_step == total_steps:  # a finished run, resumed: report its final model again
+      evaluate_epoch(state, step)
   finally:
     progress.close()
     checkpoints.wait()
@@ -296,4 +304,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if is_writer and (workdir / METRICS_FILE).is_file():
     plot_training(workdir / METRICS_FILE, workdir / "training.png")
   results["step"] = step
+  # One compilation per batch shape (bucket) is the design; anything more is a bug to see.
+  results["train_step_compilations"] = train_step._cache_size()
   return results
