@@ -105,3 +105,47 @@ def test_batch_not_divisible_by_the_data_axis_is_refused(tmp_path, tiny):
   result = run_in_subprocess(tmp_path, tiny, 4, batch_size=6, mesh={"data": 4, "model": 1})
   assert result["error"] == ("<input>: config.batch_size: 6 is not a positive multiple of the "
                              "mesh's data axis (4 devices)")
+
+
+def test_predict_script_reproduces_the_runs_own_evaluation(tmp_path, reference_run):
+  from tests.helpers import run_cli
+  workdir, results = reference_run
+  out = tmp_path / "scores.json"
+  result = run_cli("scripts/predict.py", "--workdir", str(workdir), "--which", "latest",
+                   "--task", "paraphrase", "--input", str(REPO / "data" / "demo" /
+                                                           "paraphrase_dev.tsv"),
+                   "--output", str(out))
+  assert result.returncode == 0, result.stderr[-2000:]
+  ours = json.loads(out.read_text())
+  # The tiny run saw the first 24 dev rows; the full file has 375, of which those come first.
+  during_training = json.loads(
+      (workdir / "predictions" / "epoch_2" / "paraphrase_dev_scores.json").read_text())
+  assert len(ours["uids"]) == 375 and ours["uids"][:24] == during_training["uids"]
+  np.testing.assert_allclose(ours["scores"][:24], during_training["scores"], atol=1e-5)
+  bad = run_cli("scripts/predict.py", "--workdir", str(workdir), "--task", "rte",
+                "--input", str(out), "--output", str(tmp_path / "x.json"))
+  assert bad.returncode == 2 and "--task: the run has no task 'rte'" in bad.stderr
+
+
+def test_strip_model_writes_the_trained_encoder_as_a_model_directory(tmp_path, reference_run,
+                                                                      tiny):
+  from mtdnn_jax.checkpoint import Checkpoints
+  from mtdnn_jax.model_dir import flatten_params, load_model_dir
+  from tests.helpers import run_cli
+  workdir, _ = reference_run
+  out = tmp_path / "stripped"
+  result = run_cli("scripts/strip_model.py", "--workdir", str(workdir), "--which", "latest",
+                   "--output", str(out))
+  assert result.returncode == 0, result.stderr[-2000:]
+  stripped, initial = load_model_dir(out), load_model_dir(tiny[0])
+  assert stripped.config == initial.config and stripped.heads is None
+  checkpoints = Checkpoints(workdir, asynchronous=False)
+  step, params = checkpoints.restore_params("latest")
+  checkpoints.close()
+  assert step == 20 and stripped.provenance["step"] == 20
+  trained = flatten_params(params["encoder"])
+  for key, value in flatten_params(stripped.params).items():
+    np.testing.assert_array_equal(value, np.asarray(trained[key]), err_msg=key)
+  moved = [k for k, v in flatten_params(initial.params).items()
+           if not np.array_equal(v, flatten_params(stripped.params)[k])]
+  assert len(moved) > 10  # training changed the encoder
