@@ -21,7 +21,7 @@ def test_ci_runs_readmes_test_command_verbatim():
   assert readme_commands()[1] in ci_lines
 
 
-def test_demo_input_exists():
+def test_main_job_is_the_demo_training():
   main_job = readme_commands()[0]
-  finput = re.search(r"--finput (\S+)", main_job).group(1)
-  assert (REPO / finput).is_file()
+  config = re.search(r"--config (\S+)", main_job).group(1)
+  assert config == "configs/demo.py" and (REPO / config).is_file()
