@@ -30,6 +30,7 @@ class Predictions:
     self.example_index = example_index[order]
     self.uids = [str(features.uids[i]) for i in self.example_index]
     self.labels = labels[order]
+    self.candidate_mask = None  # ranking: which of the K candidate slots are real
     if task.task_type is TaskType.REGRESSION:
       self.scores = outputs["scores"][order]
       self.predictions = self.scores
@@ -43,7 +44,7 @@ class Predictions:
 
   def metrics(self, task: TaskDef) -> dict[str, float]:
     return compute_metrics(task, self.predictions, self.scores, self.labels,
-                           candidate_mask=getattr(self, "candidate_mask", None))
+                           candidate_mask=self.candidate_mask)
 
 
 class Evaluator:

@@ -182,3 +182,31 @@ def test_heads_of_tasks_absent_from_a_batch_do_not_move():
   mu = np.asarray(state["opt_state"][0].mu["heads"]["classifier"]["kernel"])
   np.testing.assert_array_equal(mu[0], after_sst["opt_state"][0].mu["heads"]["classifier"]["kernel"][0])
   assert np.abs(mu[0]).max() > 0
+
+
+def test_ranking_scores_each_candidate_pair_and_softmaxes_over_them():
+  from mtdnn_jax.models import BertEncoder, EncoderConfig
+  from mtdnn_jax.models.mtdnn import MTDNN
+  layout = head_layout([GLUE["qnlir"], GLUE["stsb"]])
+  config = EncoderConfig(vocab_size=40, hidden_size=8, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=16, max_position_embeddings=16)
+  rng = np.random.default_rng(5)
+  ids = jnp.asarray(rng.integers(5, 40, size=(2, 3, 6)), jnp.int32)  # 2 questions, 3 candidates
+  segments = jnp.asarray(np.tile([0, 0, 0, 1, 1, 1], (2, 3, 1)), jnp.int32)
+  mask = jnp.ones((2, 3, 6), jnp.int32)
+  task_id = jnp.zeros(2, jnp.int32)
+  model = MTDNN(config, layout)
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), ids, segments, mask, task_id)["params"])
+  outputs = model.apply({"params": params}, ids, segments, mask, task_id)
+  assert outputs.logits is None and outputs.scores.shape == (2, 3)
+  pooled = BertEncoder(config).apply({"params": params["encoder"]}, ids.reshape(6, 6),
+                                     segments.reshape(6, 6), mask.reshape(6, 6)).pooled_output
+  w, b = np.asarray(params["heads"]["scorer"]["kernel"][0]), np.asarray(params["heads"]["scorer"]["bias"][0])
+  np.testing.assert_allclose(outputs.scores, (np.asarray(pooled) @ w + b).reshape(2, 3), atol=1e-5)
+  candidate_mask = jnp.array([[1, 1, 1], [1, 1, 0]])
+  labels = jnp.array([2, 1])
+  loss = per_example_loss(outputs, {"labels": labels, "candidate_mask": candidate_mask,
+                                    "task_id": task_id}, layout)
+  scores = np.asarray(outputs.scores)
+  expected = [-np.log(softmax(scores[0])[2]), -np.log(softmax(scores[1, :2])[1])]
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
