@@ -9,6 +9,7 @@ import ml_collections
 
 from mtdnn_jax.optim import default_optim_config
 from mtdnn_jax.sharding import DEFAULT_RULES
+from mtdnn_jax.smart import default_smart_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -43,6 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
       remat=False,  # recompute layer activations in the backward pass (less memory)
   ))
   config.optim = default_optim_config()
+  config.smart = default_smart_config()  # adversarial regularisation and Bregman proximal point
   config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))  # -1: all remaining devices
   config.logical_axis_rules = DEFAULT_RULES
   config.checkpoint = ml_collections.ConfigDict(dict(

@@ -70,8 +70,12 @@ class Checkpoints:
     step = self._latest.latest_step()
     if step is None:
       raise InputError(self._latest.directory, "no checkpoint")
-    return step, self._latest.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))["state"]["params"]
+    return step, self.restore_state(step)["params"]
+
+  def restore_state(self, step: int) -> Any:
+    """The whole train state saved at `step`, as host arrays (for inspection and tools)."""
+    return self._latest.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))["state"]
 
   def wait(self) -> None:
     self._latest.wait_until_finished()

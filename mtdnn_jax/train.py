@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from mtdnn_jax import optim
+from mtdnn_jax import optim, smart
 from mtdnn_jax.checkpoint import Checkpoints
 from mtdnn_jax.data.batching import Buckets
 from mtdnn_jax.data.canonical import canonical_path
@@ -82,17 +82,40 @@ def _keep_absent_heads(new_tree, old_tree, present: dict[str, jax.Array]):
 
 
 def make_train_step(model: MTDNN, layout: HeadLayout, tx: optax.GradientTransformation,
-                    ema_decay: float, hold_absent_heads: bool):
+                    ema_decay: float, hold_absent_heads: bool,
+                    smart_config: ml_collections.ConfigDict | None = None,
+                    divergence: smart.PredictionDivergence | None = None):
+  adversarial = bool(smart_config and smart_config.adv_train)
+  bregman = bool(smart_config and smart_config.bregman)
+
   def train_step(state: dict[str, Any], batch: dict[str, jax.Array]):
     dropout_rng = jax.random.fold_in(state["rng"], state["step"])
 
     def loss_fn(params):
-      outputs = model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
-                            batch["attention_mask"], batch["task_id"], deterministic=False,
-                            rngs={"dropout": dropout_rng})
-      return weighted_mean(per_example_loss(outputs, batch, layout), batch["weights"])
+      def apply(perturbation=None, variables=params):
+        # One dropout key for every pass of this step: SMART's clean, perturbed and teacher
+        # predictions differ only by what is being compared.
+        return model.apply({"params": variables}, batch["input_ids"], batch["segment_ids"],
+                           batch["attention_mask"], batch["task_id"], deterministic=False,
+                           rngs={"dropout": dropout_rng}, embedding_perturbation=perturbation)
 
-    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+      outputs = apply()
+      loss = weighted_mean(per_example_loss(outputs, batch, layout), batch["weights"])
+      terms = {}
+      if adversarial:
+        shape = (*batch["input_ids"].reshape(-1, batch["input_ids"].shape[-1]).shape,
+                 model.encoder_config.hidden_size)
+        terms["smart_regularizer"], terms["smart_skipped"] = smart.smoothness_regularizer(
+            apply, outputs, batch, divergence, shape, jax.random.fold_in(dropout_rng, 1),
+            smart_config)
+        loss = loss + smart_config.adv_alpha * terms["smart_regularizer"]
+      if bregman:
+        teacher = jax.lax.stop_gradient(apply(variables=state["teacher_params"]))
+        terms["bregman"] = weighted_mean(divergence(outputs, teacher, batch), batch["weights"])
+        loss = loss + smart_config.bregman_mu * terms["bregman"]
+      return loss, terms
+
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     if hold_absent_heads:
       real = batch["weights"] > 0
@@ -105,8 +128,11 @@ def make_train_step(model: MTDNN, layout: HeadLayout, tx: optax.GradientTransfor
     new_state = dict(state, step=state["step"] + 1, params=params, opt_state=opt_state)
     if ema_decay > 0:
       new_state["ema_params"] = optim.update_ema(state["ema_params"], params, ema_decay)
+    if bregman:  # θ̃ ← (1-β) θ + β θ̃
+      new_state["teacher_params"] = optim.update_ema(state["teacher_params"], params,
+                                                     smart_config.bregman_beta)
     return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads),
-                       "examples": jnp.sum(batch["weights"])}
+                       "examples": jnp.sum(batch["weights"]), **terms}
   return train_step
 
 
@@ -143,6 +169,7 @@ def check_config(config: ml_collections.ConfigDict, mesh) -> None:
   if config.num_epochs <= 0:
     raise InputError(None, "must be positive", field="config.num_epochs")
   optim.check_optim_config(config.optim)
+  smart.check_smart_config(config.smart)
 
 
 # ------------------------------------------------------------------------------ the run
@@ -200,6 +227,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                      "opt_state": opt_shardings, "rng": replicated(mesh)}
   if ema_decay > 0:
     state_shardings["ema_params"] = param_shardings
+  if config.smart.bregman:
+    state_shardings["teacher_params"] = param_shardings
 
   def init_state(rng, encoder_params):
     params = nn.unbox(init_params(rng))
@@ -208,6 +237,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
              "rng": jax.random.fold_in(rng, 1)}
     if ema_decay > 0:
       state["ema_params"] = params
+    if config.smart.bregman:
+      state["teacher_params"] = params
     return state
 
   init_state = jax.jit(init_state, out_shardings=state_shardings)
@@ -230,7 +261,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # --- the step: one jit with explicit shardings, the state donated
   train_step = jax.jit(
       make_train_step(model, layout, tx, ema_decay,
-                      hold_absent_heads=config.optim.grad_accumulation_steps == 1),
+                      hold_absent_heads=config.optim.grad_accumulation_steps == 1,
+                      smart_config=config.smart,
+                      divergence=smart.PredictionDivergence(tasks, layout)),
       in_shardings=(state_shardings, None), out_shardings=(state_shardings, replicated(mesh)),
       donate_argnums=0)
   evaluator = Evaluator(model, layout, mesh, Buckets.make(config.buckets, config.eval_batch_size),
@@ -282,7 +315,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         now = time.time()
         rate = sum(float(m["examples"]) for _, m in fetched) / max(now - last_log_time, 1e-9)
         for s, m in fetched:
-          log.log(s, "train", {"loss": m["loss"], "grad_norm": m["grad_norm"],
+          log.log(s, "train", {**{k: v for k, v in m.items() if k != "examples"},
                                "lr": optim.learning_rate_at(config.optim, total_steps, s - 1)},
                   epoch=(s - 1) // steps_per_epoch)
         log.log(step, "speed", {"examples_per_s": rate,

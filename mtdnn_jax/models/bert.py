@@ -160,13 +160,18 @@ class BertEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids, segment_ids, attention_mask, *, deterministic: bool = True,
-               output_hidden_states: bool = False) -> EncoderOutput:
+               output_hidden_states: bool = False,
+               embedding_perturbation: jax.Array | None = None) -> EncoderOutput:
+    """`embedding_perturbation` [batch, seq, hidden] is added to the embedding layer's output,
+    what the first Transformer layer reads (SMART's adversarial noise, SPEC.md §3)."""
     cfg = self.config
     if self.attention_impl not in ("xla", "cudnn"):
       raise ValueError(f"attention_impl must be 'xla' or 'cudnn', got {self.attention_impl!r}")
     attention_mask = attention_mask.astype(bool)
     x = Embeddings(cfg, self.dtype, name="embeddings")(input_ids, segment_ids,
                                                         deterministic=deterministic)
+    if embedding_perturbation is not None:
+      x = x + embedding_perturbation.astype(x.dtype)
     layer = nn.remat(TransformerLayer, prevent_cse=False) if self.remat else TransformerLayer
     layers = nn.scan(
         layer, length=cfg.num_hidden_layers, in_axes=nn.broadcast,

@@ -18,15 +18,17 @@ class MTDNN(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids, segment_ids, attention_mask, task_id, *,
-               deterministic: bool = True) -> HeadOutputs:
-    """Token arrays are [B, L], or [B, K, L] for a batch of a ranking task (K candidates)."""
+               deterministic: bool = True, embedding_perturbation=None) -> HeadOutputs:
+    """Token arrays are [B, L], or [B, K, L] for a batch of a ranking task (K candidates).
+    `embedding_perturbation` is [B, L, H] ([B·K, L, H] for ranking): see BertEncoder."""
     candidates = input_ids.shape[1] if input_ids.ndim == 3 else None
     if candidates:  # every candidate is its own (question, candidate) pair through the encoder
       input_ids, segment_ids, attention_mask = (
           x.reshape(-1, x.shape[-1]) for x in (input_ids, segment_ids, attention_mask))
     encoded = BertEncoder(self.encoder_config, self.dtype, self.attention_impl, self.remat,
                           name="encoder")(input_ids, segment_ids, attention_mask,
-                                          deterministic=deterministic)
+                                          deterministic=deterministic,
+                                          embedding_perturbation=embedding_perturbation)
     return TaskHeads(self.layout, self.encoder_config.hidden_size,
                      self.encoder_config.initializer_range, deterministic, name="heads")(
         encoded.last_hidden_state, encoded.pooled_output, attention_mask, segment_ids, task_id,
