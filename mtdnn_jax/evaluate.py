@@ -121,3 +121,53 @@ def mean_primary_metric(results: dict[tuple[str, str], dict[str, float]]) -> flo
 
 
 
+
+
+class TrainedRun:
+  """A scripts/train.py workdir opened for inference: its config, tasks, model and parameters."""
+
+  def __init__(self, workdir: str | os.PathLike, which: str = "best"):
+    import json
+
+    import ml_collections
+
+    from mtdnn_jax.checkpoint import Checkpoints
+    from mtdnn_jax.errors import InputError
+    from mtdnn_jax.model_dir import load_model_dir
+    from mtdnn_jax.models.heads import head_layout
+    from mtdnn_jax.pretrained import resolve_model_dir
+    from mtdnn_jax.sharding import make_mesh
+    from mtdnn_jax.train import DTYPES, selected_tasks
+
+    self.workdir = Path(workdir)
+    config_path = self.workdir / "config.json"
+    if not config_path.is_file():
+      raise InputError(config_path, "not a training workdir (no config.json)")
+    self.config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    self.tasks = selected_tasks(self.config)
+    model_dir = load_model_dir(resolve_model_dir(self.config.model_dir))
+    self.tokenizer = model_dir.tokenizer()
+    self.layout = head_layout(self.tasks)
+    self.model = MTDNN(model_dir.config, self.layout, DTYPES[self.config.model.dtype],
+                       self.config.model.attention_impl)
+    checkpoints = Checkpoints(self.workdir, asynchronous=False)
+    self.step, self.params = checkpoints.restore_params(which)
+    checkpoints.close()
+    self._mesh = make_mesh({"data": -1, "model": 1})
+
+  def task_id(self, name: str) -> int:
+    from mtdnn_jax.errors import InputError
+    names = [t.name for t in self.tasks]
+    if name not in names:
+      raise InputError(None, f"the run {self.workdir} has no task {name!r} (its tasks: "
+                       f"{', '.join(names)})", field="--task")
+    return names.index(name)
+
+  def predict(self, task_name: str, features: Features) -> Predictions:
+    task_id = self.task_id(task_name)
+    tok = self.tokenizer
+    evaluator = Evaluator(self.model, self.layout, self._mesh,
+                          Buckets.make(self.config.buckets, self.config.eval_batch_size),
+                          (tok.pad_id, tok.cls_id, tok.sep_id),
+                          {task_id: features.max_candidates} if features.max_candidates else None)
+    return evaluator.predict(self.params, task_id, self.tasks[task_id], features)

@@ -10,7 +10,6 @@
 (GLUE, SNLI, SciTail) instead. Test splits carry no gold labels, so they get no metrics.
 Evaluation is the training run's own jitted, length-bucketed batch evaluation.
 """
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -33,36 +32,16 @@ def main():
   p.add_argument("--glue_submission", help="also write GLUE's index/prediction TSV here")
   args = p.parse_args()
 
-  import ml_collections
-
-  from mtdnn_jax.checkpoint import Checkpoints
-  from mtdnn_jax.data.batching import Buckets
   from mtdnn_jax.data.canonical import read_canonical
   from mtdnn_jax.data.features import tokenize_rows
   from mtdnn_jax.data.raw import Skipped, convert_split
   from mtdnn_jax.errors import InputError
-  from mtdnn_jax.evaluate import Evaluator
-  from mtdnn_jax.model_dir import load_model_dir
-  from mtdnn_jax.models.heads import head_layout
-  from mtdnn_jax.models.mtdnn import MTDNN
-  from mtdnn_jax.pretrained import resolve_model_dir
-  from mtdnn_jax.sharding import make_mesh
+  from mtdnn_jax.evaluate import TrainedRun
   from mtdnn_jax.submission import write_glue_submission, write_score_file
   from mtdnn_jax.tasks import is_test_split
-  from mtdnn_jax.train import DTYPES, selected_tasks
 
-  workdir = Path(args.workdir)
-  config_path = workdir / "config.json"
-  if not config_path.is_file():
-    raise InputError(config_path, "not a training workdir (no config.json)")
-  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-  tasks = selected_tasks(config)
-  names = [t.name for t in tasks]
-  if args.task not in names:
-    raise InputError(None, f"the run has no task {args.task!r} (its tasks: {', '.join(names)})",
-                     field="--task")
-  task_id = names.index(args.task)
-  task = tasks[task_id]
+  run = TrainedRun(args.workdir, args.which)
+  task = run.tasks[run.task_id(args.task)]
   if args.raw_dir:
     if not args.split:
       raise InputError(None, "needed with --raw_dir", field="--split")
@@ -74,19 +53,9 @@ def main():
     rows = read_canonical(args.input, task)
     split = Path(args.input).stem
 
-  model_dir = load_model_dir(resolve_model_dir(config.model_dir))
-  tokenizer = model_dir.tokenizer()
-  features = tokenize_rows(rows, task, tokenizer, config.max_seq_len)
-  layout = head_layout(tasks)
-  model = MTDNN(model_dir.config, layout, DTYPES[config.model.dtype], config.model.attention_impl)
-  checkpoints = Checkpoints(workdir, asynchronous=False)
-  step, params = checkpoints.restore_params(args.which)
-  checkpoints.close()
-  evaluator = Evaluator(model, layout, make_mesh({"data": -1, "model": 1}),
-                        Buckets.make(config.buckets, config.eval_batch_size),
-                        (tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id),
-                        {task_id: features.max_candidates} if features.max_candidates else None)
-  predictions = evaluator.predict(params, task_id, task, features)
+  features = tokenize_rows(rows, task, run.tokenizer, run.config.max_seq_len)
+  predictions = run.predict(task.name, features)
+  step = run.step
   metrics = {} if is_test_split(split) else predictions.metrics(task)
   write_score_file(args.output, task=task, uids=predictions.uids,
                    predictions=predictions.predictions, scores=predictions.scores, metrics=metrics)

@@ -124,7 +124,7 @@ def test_predict_script_reproduces_the_runs_own_evaluation(tmp_path, reference_r
   np.testing.assert_allclose(ours["scores"][:24], during_training["scores"], atol=1e-5)
   bad = run_cli("scripts/predict.py", "--workdir", str(workdir), "--task", "rte",
                 "--input", str(out), "--output", str(tmp_path / "x.json"))
-  assert bad.returncode == 2 and "--task: the run has no task 'rte'" in bad.stderr
+  assert bad.returncode == 2 and f"--task: the run {workdir} has no task 'rte' (its tasks: sts, paraphrase)" in bad.stderr
 
 
 def test_strip_model_writes_the_trained_encoder_as_a_model_directory(tmp_path, reference_run,
