@@ -7,6 +7,7 @@ Not an experiment by itself: single-task RTE on whatever canonical files `data_d
 """
 import ml_collections
 
+from mtdnn_jax.distill import default_distill_config
 from mtdnn_jax.optim import default_optim_config
 from mtdnn_jax.sharding import DEFAULT_RULES
 from mtdnn_jax.smart import default_smart_config
@@ -45,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   ))
   config.optim = default_optim_config()
   config.smart = default_smart_config()  # adversarial regularisation and Bregman proximal point
+  config.distill = default_distill_config()  # knowledge distillation from soft labels
   config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))  # -1: all remaining devices
   config.logical_axis_rules = DEFAULT_RULES
   config.checkpoint = ml_collections.ConfigDict(dict(

@@ -79,9 +79,12 @@ class PredictionDivergence:
   """Per-example divergence between two predictions of the same batch, each example under its
   own task's rule."""
 
-  def __init__(self, tasks: Sequence[TaskDef], layout: HeadLayout, attribute: str = "adv_loss"):
+  def __init__(self, tasks: Sequence[TaskDef], layout: HeadLayout, attribute: str = "adv_loss",
+               default: str = "SymKlCriterion"):
+    """Each task's divergence is its `attribute` (adv_loss or kd_loss) when that names one of
+    DIVERGENCES, else `default` (regression scores always use squared error)."""
     self.layout = layout
-    names = [getattr(t, attribute) if getattr(t, attribute) in DIVERGENCES else "SymKlCriterion"
+    names = [getattr(t, attribute) if getattr(t, attribute) in DIVERGENCES else default
              for t in tasks]
     self.used = sorted(set(names))
     self.code = jnp.asarray([self.used.index(n) for n in names], jnp.int32)

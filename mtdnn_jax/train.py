@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from mtdnn_jax import optim, smart
+from mtdnn_jax import distill, optim, smart
 from mtdnn_jax.checkpoint import Checkpoints
 from mtdnn_jax.data.batching import Buckets
 from mtdnn_jax.data.canonical import canonical_path
@@ -84,9 +84,13 @@ def _keep_absent_heads(new_tree, old_tree, present: dict[str, jax.Array]):
 def make_train_step(model: MTDNN, layout: HeadLayout, tx: optax.GradientTransformation,
                     ema_decay: float, hold_absent_heads: bool,
                     smart_config: ml_collections.ConfigDict | None = None,
-                    divergence: smart.PredictionDivergence | None = None):
+                    divergence: smart.PredictionDivergence | None = None,
+                    distill_config: ml_collections.ConfigDict | None = None,
+                    kd_divergence: smart.PredictionDivergence | None = None,
+                    has_soft_labels: np.ndarray | None = None):
   adversarial = bool(smart_config and smart_config.adv_train)
   bregman = bool(smart_config and smart_config.bregman)
+  distilling = has_soft_labels is not None
 
   def train_step(state: dict[str, Any], batch: dict[str, jax.Array]):
     dropout_rng = jax.random.fold_in(state["rng"], state["step"])
@@ -100,8 +104,15 @@ def make_train_step(model: MTDNN, layout: HeadLayout, tx: optax.GradientTransfor
                            rngs={"dropout": dropout_rng}, embedding_perturbation=perturbation)
 
       outputs = apply()
-      loss = weighted_mean(per_example_loss(outputs, batch, layout), batch["weights"])
+      per_example = per_example_loss(outputs, batch, layout)
       terms = {}
+      if distilling:
+        teachers = distill.soft_outputs(batch["soft_labels"], outputs)
+        kd = kd_divergence(teachers, outputs, batch)
+        kd = jnp.where(jnp.asarray(has_soft_labels)[batch["task_id"]], kd, 0.0)
+        terms["distillation"] = weighted_mean(kd, batch["weights"])
+        per_example = distill_config.hard_weight * per_example + distill_config.kd_weight * kd
+      loss = weighted_mean(per_example, batch["weights"])
       if adversarial:
         shape = (*batch["input_ids"].reshape(-1, batch["input_ids"].shape[-1]).shape,
                  model.encoder_config.hidden_size)
@@ -205,6 +216,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       mix_opt=config.sampler.mix_opt, ratio=config.sampler.ratio, mixed=config.sampler.mixed,
       host_index=jax.process_index(), host_count=jax.process_count())
   steps_per_epoch = sampler.steps_per_epoch()
+  soft_tables = None
+  if config.distill.soft_labels_dir:
+    width = max(layout.max_classes, max(sampler.num_candidates.values(), default=1))
+    soft_tables = [
+        distill.soft_label_table(path, f, width) if path.is_file() else np.zeros((0, width))
+        for f, path in ((f, distill.soft_label_path(config.distill.soft_labels_dir, t.name,
+                                                    config.train_split))
+                        for f, t in zip(train_features, tasks))]
+    if not any(len(t) for t in soft_tables):
+      raise InputError(config.distill.soft_labels_dir, "no soft-label file for any task (expected "
+                       f"<task>_{config.train_split}_soft.json from scripts/distill.py)",
+                       field="config.distill.soft_labels_dir")
   total_steps = config.num_epochs * steps_per_epoch
 
   # --- model and optimizer
@@ -263,7 +286,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       make_train_step(model, layout, tx, ema_decay,
                       hold_absent_heads=config.optim.grad_accumulation_steps == 1,
                       smart_config=config.smart,
-                      divergence=smart.PredictionDivergence(tasks, layout)),
+                      divergence=smart.PredictionDivergence(tasks, layout),
+                      distill_config=config.distill,
+                      kd_divergence=smart.PredictionDivergence(tasks, layout, "kd_loss",
+                                                               default="KlCriterion"),
+                      has_soft_labels=None if soft_tables is None else
+                      np.array([len(t) > 0 for t in soft_tables])),
       in_shardings=(state_shardings, None), out_shardings=(state_shardings, replicated(mesh)),
       donate_argnums=0)
   evaluator = Evaluator(model, layout, mesh, Buckets.make(config.buckets, config.eval_batch_size),
@@ -305,7 +333,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   step = start_step
   try:
     while step < min(stop_at, total_steps):
-      state, metrics = train_step(state, put_batch(next(batches), mesh))
+      batch = next(batches)
+      if soft_tables is not None:
+        distill.attach_soft_labels(batch, soft_tables)
+      state, metrics = train_step(state, put_batch(batch, mesh))
       step += 1
       pending.append((step, metrics))
       progress.update(1)
