@@ -8,8 +8,9 @@ Not an experiment by itself: single-task RTE on whatever canonical files `data_d
 import ml_collections
 
 from mtdnn_jax.distill import default_distill_config
+from mtdnn_jax.distributed import default_distributed_config
 from mtdnn_jax.optim import default_optim_config
-from mtdnn_jax.sharding import DEFAULT_RULES
+from mtdnn_jax.sharding import DEFAULT_PRESET
 from mtdnn_jax.smart import default_smart_config
 
 
@@ -47,8 +48,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim = default_optim_config()
   config.smart = default_smart_config()  # adversarial regularisation and Bregman proximal point
   config.distill = default_distill_config()  # knowledge distillation from soft labels
-  config.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))  # -1: all remaining devices
-  config.logical_axis_rules = DEFAULT_RULES
+  # Devices: mesh axes data × fsdp × model (-1: all remaining devices); parameters are laid out
+  # by a preset (data_parallel, fsdp, tensor_parallel), or by an explicit table of
+  # (logical axis, mesh axis or None) pairs in logical_axis_rules when that is not empty.
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+  config.sharding_preset = DEFAULT_PRESET
+  config.logical_axis_rules = ()
+  config.distributed = default_distributed_config()  # multi-process: coordinator, process id
   config.checkpoint = ml_collections.ConfigDict(dict(
       keep=2,  # latest checkpoints kept for resuming (the best one is kept separately)
       every_steps=0,  # also checkpoint every N steps; 0 = at epoch ends only

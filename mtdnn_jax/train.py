@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from mtdnn_jax import distill, optim, smart
+from mtdnn_jax import distill, distributed, optim, smart, throughput
 from mtdnn_jax.checkpoint import Checkpoints
 from mtdnn_jax.data.batching import Buckets
 from mtdnn_jax.data.canonical import canonical_path
@@ -40,7 +40,8 @@ from mtdnn_jax.models.heads import KINDS, HeadLayout, head_layout
 from mtdnn_jax.models.mtdnn import MTDNN
 from mtdnn_jax.pretrained import resolve_model_dir
 from mtdnn_jax.reporting import METRICS_FILE, MetricsLog, plot_training
-from mtdnn_jax.sharding import logical_shardings, make_mesh, put_batch, replicated
+from mtdnn_jax.sharding import (data_parallel_size, layout_report, logical_shardings, make_mesh,
+                                put_batch, replicated, resolve_rules)
 from mtdnn_jax.tasks import TaskDef, load_task_defs
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -169,11 +170,12 @@ def check_config(config: ml_collections.ConfigDict, mesh) -> None:
   if config.model.attention_impl not in ("xla", "cudnn"):
     raise InputError(None, f"unknown attention_impl {config.model.attention_impl!r} (known: "
                      "xla, cudnn)", field="config.model.attention_impl")
-  data_axis = mesh.shape["data"]
+  data_axis = data_parallel_size(mesh)
   for name in ("batch_size", "eval_batch_size"):
     if config[name] <= 0 or config[name] % data_axis:
       raise InputError(None, f"{config[name]} is not a positive multiple of the mesh's data "
-                       f"axis ({data_axis} devices)", field=f"config.{name}")
+                       f"axes ({data_axis} devices)", field=f"config.{name}")
+  resolve_rules(config.sharding_preset, config.logical_axis_rules)
   if list(config.buckets) != sorted(set(config.buckets)) or config.buckets[-1] < config.max_seq_len:
     raise InputError(None, f"buckets {tuple(config.buckets)} must increase and end at or above "
                      f"max_seq_len={config.max_seq_len}", field="config.buckets")
@@ -190,6 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   metrics {"<task>/<split>/<metric>": value}, "best_score", "step" and
   "train_step_compilations"."""
   workdir = Path(workdir)
+  distributed.initialize(config.distributed)
   is_writer = jax.process_index() == 0
 
   # --- mesh and config checks: everything that can be refused is refused before any compute
@@ -240,7 +243,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   dummy = jnp.ones((1, config.buckets[0]), jnp.int32)
   init_params = lambda rng: model.init(rng, dummy, dummy, dummy, jnp.zeros((1,), jnp.int32))["params"]
   boxed = jax.eval_shape(init_params, jax.random.PRNGKey(0))
-  param_shardings = logical_shardings(boxed, mesh, config.logical_axis_rules)
+  rules = resolve_rules(config.sharding_preset, config.logical_axis_rules)
+  param_shardings = logical_shardings(boxed, mesh, rules)
   abstract_params = jax.tree.map(lambda b, s: jax.ShapeDtypeStruct(b.shape, b.dtype, sharding=s),
                                  nn.unbox(boxed), param_shardings)
   opt_shardings = optax.tree_utils.tree_map_params(
@@ -252,6 +256,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state_shardings["ema_params"] = param_shardings
   if config.smart.bregman:
     state_shardings["teacher_params"] = param_shardings
+  if is_writer:
+    abstract_opt = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                jax.eval_shape(tx.init, abstract_params), opt_shardings)
+    print(layout_report(mesh, "custom rules" if config.logical_axis_rules
+                        else config.sharding_preset, rules,
+                        {"parameters": abstract_params, "optimizer state": abstract_opt}))
 
   def init_state(rng, encoder_params):
     params = nn.unbox(init_params(rng))
@@ -326,6 +336,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         for (t, s), m in evaluated.items()))
 
   pending: list[tuple[int, dict]] = []  # device metrics, fetched only when logged (no sync per step)
+  non_embedding = throughput.non_embedding_parameters(model_dir.params)
+  peak_flops, peak_source = throughput.machine_peak_flops()
+  if is_writer:
+    print(f"MFU is measured against {peak_flops / 1e12:.2f} TFLOP/s ({peak_source})")
+  pending_flops = pending_tokens = 0.0
   batches = iter(sampler)
   progress = tqdm(total=total_steps, initial=start_step, unit="step", disable=not is_writer,
                   desc="training", dynamic_ncols=True)
@@ -334,6 +349,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     while step < min(stop_at, total_steps):
       batch = next(batches)
+      global_shape = (batch["input_ids"].shape[0] * jax.process_count(),
+                      *batch["input_ids"].shape[1:])
+      pending_flops += throughput.train_step_flops(model_dir.config, non_embedding, global_shape)
+      pending_tokens += float(np.prod(global_shape))
       if soft_tables is not None:
         distill.attach_soft_labels(batch, soft_tables)
       state, metrics = train_step(state, put_batch(batch, mesh))
@@ -349,10 +368,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           log.log(s, "train", {**{k: v for k, v in m.items() if k != "examples"},
                                "lr": optim.learning_rate_at(config.optim, total_steps, s - 1)},
                   epoch=(s - 1) // steps_per_epoch)
-        log.log(step, "speed", {"examples_per_s": rate,
-                                "steps_per_s": (step - last_log_step) / max(now - last_log_time, 1e-9)})
-        progress.set_postfix(loss=f"{float(fetched[-1][1]['loss']):.4f}", ex_s=f"{rate:.1f}")
+        elapsed = max(now - last_log_time, 1e-9)
+        mfu = pending_flops / elapsed / peak_flops
+        log.log(step, "speed", {"examples_per_s": rate, "steps_per_s": (step - last_log_step) / elapsed,
+                                "tokens_per_s": pending_tokens / elapsed, "mfu": mfu})
+        progress.set_postfix(loss=f"{float(fetched[-1][1]['loss']):.4f}", ex_s=f"{rate:.1f}",
+                             mfu=f"{mfu:.1%}")
         pending, last_log_time, last_log_step = [], now, step
+        pending_flops = pending_tokens = 0.0
       if end_of_epoch:
         evaluate_epoch(state, step)
       if end_of_epoch or step == stop_at or (config.checkpoint.every_steps and

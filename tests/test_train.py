@@ -104,7 +104,7 @@ def test_bad_config_is_refused_before_any_compute(tmp_path, tiny, overrides, fie
 def test_batch_not_divisible_by_the_data_axis_is_refused(tmp_path, tiny):
   result = run_in_subprocess(tmp_path, tiny, 4, batch_size=6, mesh={"data": 4, "model": 1})
   assert result["error"] == ("<input>: config.batch_size: 6 is not a positive multiple of the "
-                             "mesh's data axis (4 devices)")
+                             "mesh's data axes (4 devices)")
 
 
 def test_predict_script_reproduces_the_runs_own_evaluation(tmp_path, reference_run):

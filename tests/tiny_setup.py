@@ -59,6 +59,8 @@ def tiny_config(model_dir, data_dir, **overrides):
   config.optim.lr = 1e-3
   config.checkpoint.asynchronous = False
   for key, value in overrides.items():
+    if isinstance(value, list):  # JSON has no tuples; the config's sequences are tuples
+      value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
     target = config
     *parents, leaf = key.split(".")
     for parent in parents:
