@@ -22,6 +22,7 @@ CORE = [
     "pyyaml>=6.0.3",
     "matplotlib>=3.11.2",  # the loss / dev-metric plots every training run writes
     "tensorboardX>=2.6.5",  # TensorBoard event files without TensorFlow
+    "seqeval>=1.2.2",  # CoNLL entity-level precision / recall / F1
 ]
 TF = ["tensorflow-cpu>=2.21.0", "tensorflow-datasets>=4.9.10"]
 TORCH = ["torch>=2.13.0"]

@@ -6,14 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import jax
-
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
 from mtdnn_jax.data.batching import Buckets, eval_batches
-from mtdnn_jax.data.features import Features
+from mtdnn_jax.data.features import Features, rejoin_windows
+from mtdnn_jax.fileio import atomic_file, write_json
 from mtdnn_jax.losses import masked_logits
-from mtdnn_jax.metrics import compute_metrics
+from mtdnn_jax.metrics import compute_metrics, entity_metrics
 from mtdnn_jax.models.heads import HeadLayout
 from mtdnn_jax.models.mtdnn import MTDNN
 from mtdnn_jax.sharding import put_batch
@@ -22,7 +23,11 @@ from mtdnn_jax.tasks import TaskDef, TaskType, is_test_split
 
 
 class Predictions:
-  """One split's model outputs, padding removed, in the split's example order."""
+  """One split's model outputs, padding removed, in the split's example order.
+
+  Sequence labelling: `predictions` and `labels` are per-word tag lists (windows of long
+  sentences rejoined), and `uids` the sentences'.
+  """
 
   def __init__(self, task: TaskDef, example_index, outputs: dict[str, np.ndarray],
                labels: np.ndarray, features: Features):
@@ -31,6 +36,17 @@ class Predictions:
     self.uids = [str(features.uids[i]) for i in self.example_index]
     self.labels = labels[order]
     self.candidate_mask = None  # ranking: which of the K candidate slots are real
+    if task.task_type is TaskType.SEQUENCE_LABELING:
+      self.labels = self.labels.astype(np.int32)  # float32 when a regression task shares the run
+      words = self.labels >= 0  # each word's first sub-word carries its tag
+      gold = [[task.labels[t] for t in row[m]] for row, m in zip(self.labels, words)]
+      guess = [[task.labels[t] for t in row[m]]
+               for row, m in zip(outputs["token_predictions"][order], words)]
+      self.uids, self.labels = rejoin_windows(self.uids, gold)
+      self.predictions = rejoin_windows([str(features.uids[i]) for i in self.example_index],
+                                        guess)[1]
+      self.scores = None
+      return
     if task.task_type is TaskType.REGRESSION:
       self.scores = outputs["scores"][order]
       self.predictions = self.scores
@@ -42,7 +58,16 @@ class Predictions:
       self.scores = outputs["probs"][order][:, :task.n_class]
       self.predictions = self.scores.argmax(-1)
 
+  def has_gold_labels(self) -> bool:
+    """False for a split whose rows all carry one dummy label (GLUE test sets); labelled test
+    sets (SNLI, SciTail, CoNLL) have varied labels and are scored."""
+    flat = (np.array([t for s in self.labels for t in s]) if self.scores is None
+            else np.asarray(self.labels).ravel())
+    return len(flat) > 0 and not np.all(flat == flat[0])
+
   def metrics(self, task: TaskDef) -> dict[str, float]:
+    if task.task_type is TaskType.SEQUENCE_LABELING:
+      return entity_metrics(self.labels, self.predictions)
     return compute_metrics(task, self.predictions, self.scores, self.labels,
                            candidate_mask=self.candidate_mask)
 
@@ -73,13 +98,22 @@ class Evaluator:
                        {k: v[real] for k, v in merged.items()}, merged["labels"][real], features)
 
   def evaluate(self, params: Any, task_id: int, task: TaskDef, split: str, features: Features,
-               out_dir: str | os.PathLike | None) -> dict[str, float]:
-    """Metrics of a labelled split ({} for a test split), and its score file (and, for GLUE test
-    splits, the submission file) under `out_dir`."""
+               out_dir: str | os.PathLike | None,
+               words: list[tuple[str, ...]] | None = None) -> dict[str, float]:
+    """Metrics of a labelled split ({} for a split without gold labels), and its score file
+    (and, for GLUE test splits, the submission file; for sequence labelling, the words with
+    gold and predicted tags in CoNLL's layout, given each sentence's `words`) under `out_dir`."""
     predictions = self.predict(params, task_id, task, features)
-    metrics = {} if is_test_split(split) else predictions.metrics(task)
+    labelled = not is_test_split(split) or predictions.has_gold_labels()
+    metrics = predictions.metrics(task) if labelled else {}
     if out_dir is not None and jax.process_index() == 0:
       out_dir = Path(out_dir)
+      if task.task_type is TaskType.SEQUENCE_LABELING:
+        write_tagged_words(out_dir / f"{task.name}_{split}_predictions.conll", predictions, words)
+        write_json(out_dir / f"{task.name}_{split}_scores.json",
+                   {"metrics": metrics, "uids": predictions.uids,
+                    "predictions": predictions.predictions})
+        return metrics
       write_score_file(out_dir / f"{task.name}_{split}_scores.json", task=task,
                        uids=predictions.uids, predictions=predictions.predictions,
                        scores=predictions.scores, metrics=metrics)
@@ -88,6 +122,14 @@ class Evaluator:
         write_glue_submission(out_dir / "glue" / submission, task=task, uids=predictions.uids,
                               predictions=predictions.predictions, scores=predictions.scores)
     return metrics
+
+
+def write_tagged_words(path: Path, predictions: Predictions, words) -> None:
+  """CoNLL's layout: `word gold predicted` per line, a blank line after each sentence."""
+  with atomic_file(path) as f:
+    for sentence, gold, guess in zip(words or [], predictions.labels, predictions.predictions):
+      f.writelines(f"{w} {g} {p}\n" for w, g, p in zip(sentence, gold, guess))
+      f.write("\n")
 
 
 def _gather(x: jax.Array) -> jax.Array:
@@ -103,6 +145,9 @@ def _eval_outputs(model: MTDNN, params, batch) -> dict[str, jax.Array]:
                     batch["attention_mask"], batch["task_id"], deterministic=True)
   result = {"weights": batch["weights"], "example_index": batch["example_index"],
             "labels": batch["labels"]}
+  if batch["labels"].ndim == 2:  # sequence labelling: the best tag of every token
+    result["token_predictions"] = jnp.argmax(out.token_logits, axis=-1)
+    return result
   if out.logits is None:  # ranking: a softmax over each question's candidates
     result["probs"] = jax.nn.softmax(masked_logits(out.scores, batch["candidate_mask"] > 0), -1)
     result["candidate_mask"] = batch["candidate_mask"]

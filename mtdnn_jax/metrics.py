@@ -15,7 +15,7 @@ Degenerate inputs never raise; they give what scikit-learn / SciPy give:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -164,3 +164,13 @@ def _ranking_auc(scores: np.ndarray, gold_index: np.ndarray, candidate_mask) -> 
   real = (np.ones(scores.shape, bool) if candidate_mask is None
           else np.asarray(candidate_mask).reshape(scores.shape) != 0)
   return roc_auc(scores[real], is_gold[real])
+
+
+def entity_metrics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict[str, float]:
+  """Entity-level scores of BIO tag sequences, ×100, as CoNLL's conlleval counts them (an entity
+  is right when its type and both boundaries are): "SeqEval" is F1."""
+  from seqeval.metrics import f1_score, precision_score, recall_score
+  gold, predicted = [list(s) for s in gold], [list(s) for s in predicted]
+  return {"SeqEval": 100.0 * f1_score(gold, predicted),
+          "precision": 100.0 * precision_score(gold, predicted),
+          "recall": 100.0 * recall_score(gold, predicted)}

@@ -27,14 +27,14 @@ from tqdm import tqdm
 from mtdnn_jax import distill, distributed, optim, smart, throughput
 from mtdnn_jax.checkpoint import Checkpoints
 from mtdnn_jax.data.batching import Buckets
-from mtdnn_jax.data.canonical import canonical_path
+from mtdnn_jax.data.canonical import canonical_path, read_canonical
 from mtdnn_jax.data.features import load_or_build_features
 from mtdnn_jax.data.sampler import MultiTaskSampler
 from mtdnn_jax.errors import InputError
 from mtdnn_jax.evaluate import Evaluator, mean_primary_metric
 from mtdnn_jax.fileio import write_json
 from mtdnn_jax.losses import (cross_entropy, mean_squared_error, ranking_cross_entropy,
-                              weighted_mean)
+                              token_cross_entropy, weighted_mean)
 from mtdnn_jax.model_dir import load_model_dir
 from mtdnn_jax.models.heads import KINDS, HeadLayout, head_layout
 from mtdnn_jax.models.mtdnn import MTDNN
@@ -42,7 +42,7 @@ from mtdnn_jax.pretrained import resolve_model_dir
 from mtdnn_jax.reporting import METRICS_FILE, MetricsLog, plot_training
 from mtdnn_jax.sharding import (data_parallel_size, layout_report, logical_shardings, make_mesh,
                                 put_batch, replicated, resolve_rules)
-from mtdnn_jax.tasks import TaskDef, load_task_defs
+from mtdnn_jax.tasks import DataFormat, TaskDef, load_task_defs
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -52,6 +52,9 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def per_example_loss(outputs, batch: dict[str, jax.Array], layout: HeadLayout) -> jax.Array:
   """Each example's loss under its own task's head (SPEC.md §1 table)."""
   labels = batch["labels"]
+  if labels.ndim == 2:  # a sequence-labelling batch: mean over each sentence's scored words
+    summed, scored = token_cross_entropy(outputs.token_logits, labels.astype(jnp.int32))
+    return summed / jnp.maximum(scored, 1)
   if outputs.logits is None:  # a ranking batch
     return ranking_cross_entropy(outputs.scores, batch["candidate_mask"], labels.astype(jnp.int32))
   # Class ids are clipped into range so that rows of regression tasks (float targets) give a
@@ -162,6 +165,13 @@ def selected_tasks(config: ml_collections.ConfigDict) -> list[TaskDef]:
   return [defined[n] for n in names]
 
 
+def _words(task: TaskDef, data_dir: Path, split: str) -> list[tuple[str, ...]] | None:
+  """The sentences of a sequence-labelling split, for writing predictions next to the words."""
+  if task.data_format is not DataFormat.SEQUENCE:
+    return None
+  return [row.texts for row in read_canonical(canonical_path(data_dir, task.name, split), task)]
+
+
 def check_config(config: ml_collections.ConfigDict, mesh) -> None:
   """Refuses a config that cannot run, before any compute, naming the field."""
   if config.model.dtype not in DTYPES:
@@ -209,8 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   features = lambda task, split: load_or_build_features(
       task, split, data_dir, cache_dir, tokenizer, config.max_seq_len)[0]
   train_features = [features(task, config.train_split) for task in tasks]
-  eval_sets = [(t, task, split, features(task, split)) for t, task in enumerate(tasks)
-               for split in task.split_names
+  eval_sets = [(t, task, split, features(task, split), _words(task, data_dir, split))
+               for t, task in enumerate(tasks) for split in task.split_names
                if split != config.train_split and canonical_path(data_dir, task.name, split).is_file()]
   special_ids = (tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id)
   sampler = MultiTaskSampler(
@@ -321,9 +331,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     epoch = step // steps_per_epoch
     params = state["ema_params"] if ema_decay > 0 else state["params"]
     evaluated = {}
-    for task_id, task, split, split_features in eval_sets:
+    for task_id, task, split, split_features, words in eval_sets:
       metrics = evaluator.evaluate(params, task_id, task, split, split_features,
-                                   workdir / "predictions" / f"epoch_{epoch}")
+                                   workdir / "predictions" / f"epoch_{epoch}", words)
       if metrics:
         evaluated[(task.name, split)] = metrics
         log.log(step, "eval", metrics, task=task.name, split=split, epoch=epoch)

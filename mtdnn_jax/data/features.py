@@ -79,10 +79,49 @@ class Features:
     return len(self.labels) != len(self)
 
 
+WINDOW_MARK = "@w"  # uid of a window of a long sentence: <uid>@w<index of its first word>
+
+
+def split_long_sentences(rows: Sequence[Row], tokenizer: Tokenizer, max_seq_len: int) -> list[Row]:
+  """Sentences whose word pieces do not fit `max_seq_len` (with [CLS] and [SEP]) become
+  consecutive windows of whole words, so that no word loses its label; `rejoin_windows`
+  puts their predictions back together."""
+  room = max_seq_len - 2
+  words = [w for row in rows for w in row.texts]
+  pieces = iter(max(1, len(e) - 2) for e in tokenizer.encode_batch(words, None, max_seq_len))
+  out = []
+  for row in rows:
+    lengths = [next(pieces) for _ in row.texts]
+    if sum(lengths) <= room:
+      out.append(row)
+      continue
+    start, used = 0, 0
+    for i, length in enumerate(lengths + [room + 1]):  # a sentinel closes the last window
+      if i == len(lengths) or (used + length > room and i > start):
+        out.append(Row(f"{row.uid}{WINDOW_MARK}{start}", row.label[start:i], row.texts[start:i]))
+        start, used = i, 0
+      used += length
+  return out
+
+
+def rejoin_windows(uids: Sequence[str], per_example: Sequence[list]) -> tuple[list[str], list[list]]:
+  """Windows' per-word values concatenated back into their sentences (in uid order of first
+  appearance; windows are in order within the input, as `split_long_sentences` makes them)."""
+  merged: dict[str, list] = {}
+  for uid, values in zip(uids, per_example):
+    base, mark, start = uid.rpartition(WINDOW_MARK)
+    key = base if mark and start.isdigit() else uid
+    merged.setdefault(key, []).extend(values)
+  return list(merged), list(merged.values())
+
+
 def tokenize_rows(rows: Sequence[Row], task: TaskDef, tokenizer: Tokenizer, max_seq_len: int,
                   description: str = "tokenizing") -> Features:
-  """Canonical rows → features (rows are assumed checked, as `read_canonical` returns them)."""
+  """Canonical rows → features (rows are assumed checked, as `read_canonical` returns them).
+  Sentences of a sequence-labelling task that do not fit are split into windows."""
   fmt = task.data_format
+  if fmt is DataFormat.SEQUENCE:
+    rows = split_long_sentences(rows, tokenizer, max_seq_len)
   encodings: list[Encoding] = []
   candidates: list[int] = []
   labels: list = []

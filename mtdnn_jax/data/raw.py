@@ -27,6 +27,7 @@ import numpy as np
 from mtdnn_jax.data.canonical import (Row, canonical_path, check_row, clean_text,
                                       looks_like_header, open_input, read_canonical,
                                       tsv_records, write_canonical)
+from mtdnn_jax.data.conll import read_conll
 from mtdnn_jax.errors import InputError
 from mtdnn_jax.tasks import DataFormat, TaskDef, TaskType, is_test_split
 
@@ -195,6 +196,9 @@ RAW_SOURCES: dict[str, RawSource] = {
         {s: f"SciTailV1.1/tsv_format/scitail_1.0_{s}.tsv" for s in ("train", "dev", "test")},
         ("premise", "hypothesis"), "label", uid=None,
         headerless_columns=("premise", "hypothesis", "label"), labelled_test=True),
+    # CoNLL-2003: the original files (testa is the dev set, testb the test set, both labelled).
+    "conll": RawSource({"train": "eng.train", "dev": "eng.testa", "test": "eng.testb"},
+                       lambda task, split, path, skipped: read_conll(path)),
 }
 
 

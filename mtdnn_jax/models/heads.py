@@ -9,7 +9,9 @@ Kinds:
   classifier  dropout → Linear(H, C) on the pooled [CLS]       (classification, linear)
   san         the stochastic answer network on the token states (pair classification, SAN)
   scorer      dropout → Linear(H, 1) on the pooled [CLS]       (regression; ranking per candidate)
-Classification heads are padded to the largest class count; a task's unused classes are masked.
+  tagger      dropout → Linear(H, C) on every token state       (sequence labelling)
+Classification and tagging heads are padded to their kind's largest class count; a task's
+unused classes are masked.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from mtdnn_jax.errors import InputError
 from mtdnn_jax.losses import MASKED, masked_logits
 from mtdnn_jax.tasks import TaskDef, TaskType
 
-KINDS = ("classifier", "san", "scorer")
+KINDS = ("classifier", "san", "scorer", "tagger")
+_CLASS_KINDS = ("classifier", "san")  # kinds whose output is one distribution per example
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,8 @@ class TaskHead:
     t = task.task_type
     if t is TaskType.CLASSIFICATION:
       kind = "san" if task.enable_san else "classifier"
+    elif t is TaskType.SEQUENCE_LABELING:
+      kind = "tagger"
     elif t in (TaskType.REGRESSION, TaskType.RANKING):
       if task.enable_san:  # tasks.py refuses this already; the model must not rely on it
         raise InputError(None, f"task {task.name!r}: SAN needs several classes, a "
@@ -75,11 +80,16 @@ class HeadLayout:
 
   @property
   def max_classes(self) -> int:
-    return max([h.n_class for h in self.heads if h.kind != "scorer"], default=1)
+    return max([h.n_class for h in self.heads if h.kind in _CLASS_KINDS], default=1)
 
-  def class_mask(self) -> np.ndarray:
-    """[tasks, max_classes]: which logits each task uses."""
-    return np.arange(self.max_classes)[None, :] < np.array([h.n_class for h in self.heads])[:, None]
+  @property
+  def max_tags(self) -> int:
+    return max([h.n_class for h in self.heads if h.kind == "tagger"], default=1)
+
+  def class_mask(self, width: int | None = None) -> np.ndarray:
+    """[tasks, width]: which of `width` (default max_classes) logits each task uses."""
+    width = self.max_classes if width is None else width
+    return np.arange(width)[None, :] < np.array([h.n_class for h in self.heads])[:, None]
 
 
 class HeadOutputs(flax.struct.PyTreeNode):
@@ -88,6 +98,8 @@ class HeadOutputs(flax.struct.PyTreeNode):
   logits: jax.Array | None
   # [B] regression score, or [B, K] per-candidate ranking scores; float32.
   scores: jax.Array | None
+  # [B, L, T] float32 per-token logits of the example's tagging head (unused tags at MASKED).
+  token_logits: jax.Array | None = None
 
 
 def per_example_dropout(x, rates, rng, deterministic: bool):
@@ -206,6 +218,14 @@ class TaskHeads(nn.Module):
     if candidates:
       return HeadOutputs(None, scores.astype(jnp.float32))
 
+    token_logits = None
+    if layout.tasks_of("tagger"):
+      dropped = per_example_dropout(sequence_output, rates, self._rng(), self.deterministic)
+      per_token = pick(_stacked(nn.Dense, len(layout.tasks_of("tagger")),
+                                **dense(layout.max_tags), name="tagger")(dropped))  # [B, L, T]
+      tag_mask = jnp.asarray(layout.class_mask(layout.max_tags))[task_id][:, None, :]
+      token_logits = masked_logits(per_token, tag_mask)
+
     logits = jnp.full((batch, layout.max_classes), MASKED, jnp.float32)
     kind = jnp.asarray(layout.kind_code())[task_id]
     if layout.tasks_of("classifier"):
@@ -223,7 +243,8 @@ class TaskHeads(nn.Module):
           sequence_output, mask & (segment_ids == 0), mask & (segment_ids == 1), class_mask,
           rates))
       logits = jnp.where((kind == KINDS.index("san"))[:, None], san, logits)
-    return HeadOutputs(logits, None if scores is None else scores.astype(jnp.float32))
+    return HeadOutputs(logits, None if scores is None else scores.astype(jnp.float32),
+                       token_logits)
 
   def _rng(self):
     return None if self.deterministic else self.make_rng("dropout")
