@@ -125,6 +125,8 @@ def postprocess(windows: SpanFeatures, start_logits: np.ndarray, end_logits: np.
                 ) -> tuple[dict[str, str], dict[str, list[dict]], dict[str, float]]:
   """Span logits [n_windows, L] → (predictions {id: text}, n-best lists, null score diffs).
 
+  `examples` are the ones `windows` were made from, in the same order (`example_index`).
+
   Each n-best entry is {"text", "probability", "start_logit", "end_logit", "char_start",
   "char_end"}, best first, probabilities a softmax over the list; v2 lists include the null
   answer "" (char offsets -1). A null diff is null score − best span score (+inf when no valid
