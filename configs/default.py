@@ -7,6 +7,7 @@ Not an experiment by itself: single-task RTE on whatever canonical files `data_d
 """
 import ml_collections
 
+from mtdnn_jax.data.squad import default_squad_config
 from mtdnn_jax.distill import default_distill_config
 from mtdnn_jax.distributed import default_distributed_config
 from mtdnn_jax.optim import default_optim_config
@@ -48,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim = default_optim_config()
   config.smart = default_smart_config()  # adversarial regularisation and Bregman proximal point
   config.distill = default_distill_config()  # knowledge distillation from soft labels
+  config.squad = default_squad_config()  # span tasks: context windows and answer decoding
   # Devices: mesh axes data × fsdp × model (-1: all remaining devices); parameters are laid out
   # by a preset (data_parallel, fsdp, tensor_parallel), or by an explicit table of
   # (logical axis, mesh axis or None) pairs in logical_axis_rules when that is not empty.

@@ -13,7 +13,7 @@ from jax.sharding import Mesh
 from mtdnn_jax.data.batching import Buckets, eval_batches
 from mtdnn_jax.data.features import Features, rejoin_windows
 from mtdnn_jax.fileio import atomic_file, write_json
-from mtdnn_jax.losses import masked_logits
+from mtdnn_jax.losses import MASKED, masked_logits
 from mtdnn_jax.metrics import compute_metrics, entity_metrics
 from mtdnn_jax.models.heads import HeadLayout
 from mtdnn_jax.models.mtdnn import MTDNN
@@ -74,15 +74,23 @@ class Predictions:
 
 class Evaluator:
   def __init__(self, model: MTDNN, layout: HeadLayout, mesh: Mesh, buckets: Buckets,
-               special_ids: tuple[int, int, int], num_candidates: dict[int, int] | None = None):
+               special_ids: tuple[int, int, int], num_candidates: dict[int, int] | None = None,
+               span_config: dict | None = None):
     self.mesh = mesh
     self.buckets = buckets
     self.special_ids = special_ids  # pad, cls, sep
     self.num_candidates = num_candidates or {}
     self.layout = layout
+    self.span_config = span_config or {"n_best": 20, "max_answer_len": 30}
     self._step = jax.jit(lambda params, batch: _eval_outputs(model, params, batch))
 
   def predict(self, params: Any, task_id: int, task: TaskDef, features: Features) -> Predictions:
+    outputs = self.raw_outputs(params, task_id, features)
+    return Predictions(task, outputs["example_index"], outputs, outputs["labels"], features)
+
+  def raw_outputs(self, params: Any, task_id: int, features: Features) -> dict[str, np.ndarray]:
+    """Every real example's outputs once (padding rows dropped), gathered from all processes;
+    per-token arrays are right-padded to the longest bucket."""
     host_index, host_count = jax.process_index(), jax.process_count()
     collected: dict[str, list[np.ndarray]] = {}
     for batch in eval_batches(task_id, features, self.buckets, *self.special_ids,
@@ -92,17 +100,18 @@ class Evaluator:
       outputs = {k: np.asarray(jax.device_get(_gather(v))) for k, v in outputs.items()}
       for key, value in outputs.items():
         collected.setdefault(key, []).append(value)
-    merged = {k: np.concatenate(v) for k, v in collected.items()}
+    merged = {k: _concatenate_padded(v) for k, v in collected.items()}
     real = merged["weights"] > 0
-    return Predictions(task, merged["example_index"][real],
-                       {k: v[real] for k, v in merged.items()}, merged["labels"][real], features)
+    return {k: v[real] for k, v in merged.items()}
 
   def evaluate(self, params: Any, task_id: int, task: TaskDef, split: str, features: Features,
                out_dir: str | os.PathLike | None,
-               words: list[tuple[str, ...]] | None = None) -> dict[str, float]:
+               words: list[tuple[str, ...]] | None = None, span_data=None) -> dict[str, float]:
     """Metrics of a labelled split ({} for a split without gold labels), and its score file
     (and, for GLUE test splits, the submission file; for sequence labelling, the words with
     gold and predicted tags in CoNLL's layout, given each sentence's `words`) under `out_dir`."""
+    if task.task_type in (TaskType.SPAN, TaskType.SPAN_YN):
+      return self._evaluate_spans(params, task_id, task, split, features, out_dir, *span_data)
     predictions = self.predict(params, task_id, task, features)
     labelled = not is_test_split(split) or predictions.has_gold_labels()
     metrics = predictions.metrics(task) if labelled else {}
@@ -124,12 +133,63 @@ class Evaluator:
     return metrics
 
 
+  def _evaluate_spans(self, params, task_id, task, split, features, out_dir, windows, examples):
+    """SQuAD: the best span of every example over its windows; v2 tunes its no-answer threshold
+    on the split itself (as the official script does on dev)."""
+    from mtdnn_jax import squad_eval
+    outputs = self.raw_outputs(params, task_id, features)
+    order = np.argsort(outputs["example_index"], kind="stable")
+    logits = outputs["span_logits"][order]  # [n_windows, L, 2], windows in order
+    length = windows.input_ids.shape[1]
+    start, end = _pad_to(logits[..., 0], length), _pad_to(logits[..., 1], length)
+    version = "2.0" if task.task_type is TaskType.SPAN_YN else "1.1"
+    config = self.span_config
+    decode = lambda threshold: squad_eval.postprocess(
+        windows, start, end, examples, config["n_best"], config["max_answer_len"], version,
+        threshold)
+    predictions, _, null_diffs = decode(float("inf") if version == "2.0" else 0.0)
+    labelled = any(e.answers or e.is_impossible for e in examples)
+    metrics: dict[str, float] = {}
+    if version == "2.0" and labelled:
+      threshold = squad_eval.best_null_threshold(null_diffs, examples, predictions)["best_f1_thresh"]
+      predictions = decode(threshold)[0]
+      metrics["null_threshold"] = float(threshold)
+    if labelled:
+      metrics = {**_span_metrics(examples, predictions), **metrics}
+    if out_dir is not None and jax.process_index() == 0:
+      squad_eval.write_predictions(Path(out_dir) / f"{task.name}_{split}_predictions.json",
+                                   predictions)
+    return metrics
+
+def _span_metrics(examples, predictions) -> dict[str, float]:
+  from mtdnn_jax import squad_eval
+  scores = squad_eval.evaluate(examples, predictions)
+  return {"EM": scores["exact"], "F1": scores["f1"],
+          **{k: v for k, v in scores.items() if k.startswith(("HasAns_", "NoAns_"))
+             and not k.endswith("_total")}}
+
+
 def write_tagged_words(path: Path, predictions: Predictions, words) -> None:
   """CoNLL's layout: `word gold predicted` per line, a blank line after each sentence."""
   with atomic_file(path) as f:
     for sentence, gold, guess in zip(words or [], predictions.labels, predictions.predictions):
       f.writelines(f"{w} {g} {p}\n" for w, g, p in zip(sentence, gold, guess))
       f.write("\n")
+
+
+def _concatenate_padded(parts: list[np.ndarray]) -> np.ndarray:
+  """Batches of different buckets, per-token arrays padded on the right to one length (-1 for
+  integers, MASKED for floats)."""
+  if parts[0].ndim < 2:
+    return np.concatenate(parts)
+  length = max(p.shape[1] for p in parts)
+  fill = MASKED if parts[0].dtype.kind == "f" else -1
+  return np.concatenate([np.pad(p, [(0, 0), (0, length - p.shape[1])] + [(0, 0)] * (p.ndim - 2),
+                                constant_values=fill) for p in parts])
+
+
+def _pad_to(array: np.ndarray, length: int) -> np.ndarray:
+  return np.pad(array, [(0, 0), (0, length - array.shape[1])], constant_values=MASKED)
 
 
 def _gather(x: jax.Array) -> jax.Array:
@@ -145,8 +205,11 @@ def _eval_outputs(model: MTDNN, params, batch) -> dict[str, jax.Array]:
                     batch["attention_mask"], batch["task_id"], deterministic=True)
   result = {"weights": batch["weights"], "example_index": batch["example_index"],
             "labels": batch["labels"]}
-  if batch["labels"].ndim == 2:  # sequence labelling: the best tag of every token
-    result["token_predictions"] = jnp.argmax(out.token_logits, axis=-1)
+  if batch["labels"].ndim == 2:  # per-token tasks: tags, or span start/end logits
+    if out.token_logits is not None:
+      result["token_predictions"] = jnp.argmax(out.token_logits, axis=-1)
+    if out.span_logits is not None:
+      result["span_logits"] = out.span_logits
     return result
   if out.logits is None:  # ranking: a softmax over each question's candidates
     result["probs"] = jax.nn.softmax(masked_logits(out.scores, batch["candidate_mask"] > 0), -1)

@@ -30,6 +30,8 @@ from mtdnn_jax.data.batching import Buckets
 from mtdnn_jax.data.canonical import canonical_path, read_canonical
 from mtdnn_jax.data.features import load_or_build_features
 from mtdnn_jax.data.sampler import MultiTaskSampler
+from mtdnn_jax.data.squad import (SPAN_END, SPAN_START, make_windows, read_squad, squad_path,
+                                  windows_as_features)
 from mtdnn_jax.errors import InputError
 from mtdnn_jax.evaluate import Evaluator, mean_primary_metric
 from mtdnn_jax.fileio import write_json
@@ -42,7 +44,7 @@ from mtdnn_jax.pretrained import resolve_model_dir
 from mtdnn_jax.reporting import METRICS_FILE, MetricsLog, plot_training
 from mtdnn_jax.sharding import (data_parallel_size, layout_report, logical_shardings, make_mesh,
                                 put_batch, replicated, resolve_rules)
-from mtdnn_jax.tasks import DataFormat, TaskDef, load_task_defs
+from mtdnn_jax.tasks import DataFormat, TaskDef, TaskType, load_task_defs
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -52,9 +54,20 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def per_example_loss(outputs, batch: dict[str, jax.Array], layout: HeadLayout) -> jax.Array:
   """Each example's loss under its own task's head (SPEC.md §1 table)."""
   labels = batch["labels"]
-  if labels.ndim == 2:  # a sequence-labelling batch: mean over each sentence's scored words
-    summed, scored = token_cross_entropy(outputs.token_logits, labels.astype(jnp.int32))
-    return summed / jnp.maximum(scored, 1)
+  if labels.ndim == 2:  # per-token labels: sequence labelling, or span marks (data/squad.py)
+    token_labels = labels.astype(jnp.int32)
+    kind = jnp.asarray(layout.kind_code())[batch["task_id"]]
+    loss = jnp.zeros(labels.shape[0], jnp.float32)
+    if outputs.token_logits is not None:  # mean over each sentence's scored words
+      summed, scored = token_cross_entropy(outputs.token_logits, token_labels)
+      loss = jnp.where(kind == KINDS.index("tagger"), summed / jnp.maximum(scored, 1), loss)
+    if outputs.span_logits is not None:  # ½ (CE of the start + CE of the end)
+      start = jnp.argmax((token_labels & SPAN_START) > 0, axis=-1)
+      end = jnp.argmax((token_labels & SPAN_END) > 0, axis=-1)
+      span = 0.5 * (cross_entropy(outputs.span_logits[..., 0], start) +
+                    cross_entropy(outputs.span_logits[..., 1], end))
+      loss = jnp.where(kind == KINDS.index("span"), span, loss)
+    return loss
   if outputs.logits is None:  # a ranking batch
     return ranking_cross_entropy(outputs.scores, batch["candidate_mask"], labels.astype(jnp.int32))
   # Class ids are clipped into range so that rows of regression tasks (float targets) give a
@@ -216,12 +229,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tokenizer = model_dir.tokenizer()
   data_dir = Path(config.data_dir)
   cache_dir = Path(config.cache_dir or data_dir / "features")
-  features = lambda task, split: load_or_build_features(
-      task, split, data_dir, cache_dir, tokenizer, config.max_seq_len)[0]
+  span_data = {}  # (task, split) -> (windows, examples) of span tasks, for their evaluation
+
+  def features(task, split):
+    if task.data_format is DataFormat.MRC:  # SQuAD: the official JSON, windowed
+      version = "2.0" if task.task_type is TaskType.SPAN_YN else "1.1"
+      examples = read_squad(squad_path(data_dir, task.name, split), version)
+      windows = make_windows(examples, tokenizer, config.max_seq_len, config.squad.doc_stride,
+                             config.squad.max_query_len, training=split == config.train_split)
+      span_data[(task.name, split)] = (windows, examples)
+      return windows_as_features(windows, examples)
+    return load_or_build_features(task, split, data_dir, cache_dir, tokenizer,
+                                  config.max_seq_len)[0]
+
+  def split_exists(task, split):
+    if task.data_format is DataFormat.MRC:
+      return squad_path(data_dir, task.name, split).is_file()
+    return canonical_path(data_dir, task.name, split).is_file()
+
   train_features = [features(task, config.train_split) for task in tasks]
   eval_sets = [(t, task, split, features(task, split), _words(task, data_dir, split))
                for t, task in enumerate(tasks) for split in task.split_names
-               if split != config.train_split and canonical_path(data_dir, task.name, split).is_file()]
+               if split != config.train_split and split_exists(task, split)]
   special_ids = (tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id)
   sampler = MultiTaskSampler(
       train_features, Buckets.make(config.buckets, config.batch_size), seed=config.seed,
@@ -315,7 +344,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       in_shardings=(state_shardings, None), out_shardings=(state_shardings, replicated(mesh)),
       donate_argnums=0)
   evaluator = Evaluator(model, layout, mesh, Buckets.make(config.buckets, config.eval_batch_size),
-                        special_ids, sampler.num_candidates)
+                        special_ids, sampler.num_candidates,
+                        {"n_best": config.squad.n_best, "max_answer_len": config.squad.max_answer_len})
   config_json = json.loads(config.to_json_best_effort())
   if is_writer:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -333,7 +363,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     evaluated = {}
     for task_id, task, split, split_features, words in eval_sets:
       metrics = evaluator.evaluate(params, task_id, task, split, split_features,
-                                   workdir / "predictions" / f"epoch_{epoch}", words)
+                                   workdir / "predictions" / f"epoch_{epoch}", words,
+                                   span_data.get((task.name, split)))
       if metrics:
         evaluated[(task.name, split)] = metrics
         log.log(step, "eval", metrics, task=task.name, split=split, epoch=epoch)

@@ -237,3 +237,44 @@ def make_windows(examples: Sequence[SquadExample], tokenizer: Tokenizer, max_seq
       token_is_max_context=token_is_max_context, example_index=example_index,
       start_positions=gold_spans[:, 0].copy() if training else None,
       end_positions=gold_spans[:, 1].copy() if training else None)
+
+
+# A window's gold span as per-token marks, so that span tasks batch like sequence labelling:
+# bit 0 marks the start token, bit 1 the end token (both on one token: 3; [CLS] for no answer).
+SPAN_START, SPAN_END = 1, 2
+
+
+def windows_as_features(windows: SpanFeatures, examples: Sequence[SquadExample]):
+  """The windows as `features.Features` (one example per window, unpadded), for the bucketed
+  multi-task batcher; evaluation maps predictions back through `windows`."""
+  from mtdnn_jax.data.features import Features
+  lengths = windows.attention_mask.sum(axis=1).astype(np.int64)
+  keep = np.arange(windows.input_ids.shape[1])[None, :] < lengths[:, None]
+  marks = np.zeros(windows.input_ids.shape, np.int32)
+  if windows.start_positions is not None:
+    rows = np.arange(len(windows))
+    marks[rows, windows.start_positions] |= SPAN_START
+    marks[rows, windows.end_positions] |= SPAN_END
+  offsets = np.zeros(len(windows) + 1, np.int64)
+  np.cumsum(lengths, out=offsets[1:])
+  return Features(input_ids=windows.input_ids[keep].astype(np.int32),
+                  segment_ids=windows.segment_ids[keep].astype(np.int8),
+                  seq_offsets=offsets, example_offsets=np.arange(len(windows) + 1),
+                  labels=marks[keep],
+                  uids=np.asarray([examples[i].id for i in windows.example_index], dtype=str))
+
+
+def default_squad_config():
+  import ml_collections
+  return ml_collections.ConfigDict(dict(
+      doc_stride=128,  # tokens between the starts of consecutive context windows
+      max_query_len=64,  # questions are cut to this many tokens
+      n_best=20,  # candidate starts and ends considered per window
+      max_answer_len=30,  # tokens
+  ))
+
+
+def squad_path(data_dir: str | os.PathLike, task: str, split: str):
+  """Where a span task's split lives: the official JSON, named `<task>_<split>.json`."""
+  from pathlib import Path
+  return Path(data_dir) / f"{task}_{split}.json"

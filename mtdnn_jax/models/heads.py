@@ -10,6 +10,7 @@ Kinds:
   san         the stochastic answer network on the token states (pair classification, SAN)
   scorer      dropout → Linear(H, 1) on the pooled [CLS]       (regression; ranking per candidate)
   tagger      dropout → Linear(H, C) on every token state       (sequence labelling)
+  span        Linear(H, 2) on every token state: start and end  (SQuAD; v2: [CLS] = no answer)
 Classification and tagging heads are padded to their kind's largest class count; a task's
 unused classes are masked.
 """
@@ -28,7 +29,7 @@ from mtdnn_jax.errors import InputError
 from mtdnn_jax.losses import MASKED, masked_logits
 from mtdnn_jax.tasks import TaskDef, TaskType
 
-KINDS = ("classifier", "san", "scorer", "tagger")
+KINDS = ("classifier", "san", "scorer", "tagger", "span")
 _CLASS_KINDS = ("classifier", "san")  # kinds whose output is one distribution per example
 
 
@@ -48,6 +49,8 @@ class TaskHead:
       kind = "san" if task.enable_san else "classifier"
     elif t is TaskType.SEQUENCE_LABELING:
       kind = "tagger"
+    elif t in (TaskType.SPAN, TaskType.SPAN_YN):
+      kind = "span"
     elif t in (TaskType.REGRESSION, TaskType.RANKING):
       if task.enable_san:  # tasks.py refuses this already; the model must not rely on it
         raise InputError(None, f"task {task.name!r}: SAN needs several classes, a "
@@ -56,7 +59,7 @@ class TaskHead:
     else:
       raise InputError(None, f"task {task.name!r}: {t.value} heads are not available in this "
                        "model yet")
-    return cls(task.name, kind, 1 if kind == "scorer" else task.n_class, task.dropout_p,
+    return cls(task.name, kind, {"scorer": 1, "span": 2}.get(kind, task.n_class), task.dropout_p,
                ranking=t is TaskType.RANKING)
 
 
@@ -100,6 +103,8 @@ class HeadOutputs(flax.struct.PyTreeNode):
   scores: jax.Array | None
   # [B, L, T] float32 per-token logits of the example's tagging head (unused tags at MASKED).
   token_logits: jax.Array | None = None
+  # [B, L, 2] float32 start and end logits of the example's span head (padding at MASKED).
+  span_logits: jax.Array | None = None
 
 
 def per_example_dropout(x, rates, rng, deterministic: bool):
@@ -226,6 +231,12 @@ class TaskHeads(nn.Module):
       tag_mask = jnp.asarray(layout.class_mask(layout.max_tags))[task_id][:, None, :]
       token_logits = masked_logits(per_token, tag_mask)
 
+    span_logits = None
+    if layout.tasks_of("span"):
+      per_token = pick(_stacked(nn.Dense, len(layout.tasks_of("span")), **dense(2),
+                                name="span")(sequence_output))  # [B, L, 2]
+      span_logits = masked_logits(per_token, attention_mask.astype(bool)[..., None])
+
     logits = jnp.full((batch, layout.max_classes), MASKED, jnp.float32)
     kind = jnp.asarray(layout.kind_code())[task_id]
     if layout.tasks_of("classifier"):
@@ -244,7 +255,7 @@ class TaskHeads(nn.Module):
           rates))
       logits = jnp.where((kind == KINDS.index("san"))[:, None], san, logits)
     return HeadOutputs(logits, None if scores is None else scores.astype(jnp.float32),
-                       token_logits)
+                       token_logits, span_logits)
 
   def _rng(self):
     return None if self.deterministic else self.make_rng("dropout")
