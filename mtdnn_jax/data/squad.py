@@ -18,10 +18,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
+import ml_collections
 import numpy as np
 
+from mtdnn_jax.data.features import Features
 from mtdnn_jax.errors import InputError
 from mtdnn_jax.tokenization import Tokenizer
 
@@ -244,10 +247,9 @@ def make_windows(examples: Sequence[SquadExample], tokenizer: Tokenizer, max_seq
 SPAN_START, SPAN_END = 1, 2
 
 
-def windows_as_features(windows: SpanFeatures, examples: Sequence[SquadExample]):
+def windows_as_features(windows: SpanFeatures, examples: Sequence[SquadExample]) -> Features:
   """The windows as `features.Features` (one example per window, unpadded), for the bucketed
   multi-task batcher; evaluation maps predictions back through `windows`."""
-  from mtdnn_jax.data.features import Features
   lengths = windows.attention_mask.sum(axis=1).astype(np.int64)
   keep = np.arange(windows.input_ids.shape[1])[None, :] < lengths[:, None]
   marks = np.zeros(windows.input_ids.shape, np.int32)
@@ -264,8 +266,7 @@ def windows_as_features(windows: SpanFeatures, examples: Sequence[SquadExample])
                   uids=np.asarray([examples[i].id for i in windows.example_index], dtype=str))
 
 
-def default_squad_config():
-  import ml_collections
+def default_squad_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       doc_stride=128,  # tokens between the starts of consecutive context windows
       max_query_len=64,  # questions are cut to this many tokens
@@ -274,7 +275,6 @@ def default_squad_config():
   ))
 
 
-def squad_path(data_dir: str | os.PathLike, task: str, split: str):
+def squad_path(data_dir: str | os.PathLike, task: str, split: str) -> Path:
   """Where a span task's split lives: the official JSON, named `<task>_<split>.json`."""
-  from pathlib import Path
   return Path(data_dir) / f"{task}_{split}.json"
