@@ -26,3 +26,9 @@ for t in $SMALL; do run configs/finetune.py:$t "$OUT/finetune_$t" --config.model
 for t in $LARGE; do run configs/single_task.py:$t "$OUT/single_$t"; done
 for t in $LARGE; do run configs/finetune.py:$t "$OUT/finetune_$t" --config.model_dir="$OUT/mtdnn_encoder"; done
 python scripts/results_table.py "$OUT"
+# Keep each run's small logs (metrics.jsonl, config.json) in the repository as evidence.
+for run in "$OUT"/*/; do
+  [ -f "$run/metrics.jsonl" ] || continue
+  mkdir -p "docs/results/glue_minilm/$(basename "$run")"
+  cp "$run/metrics.jsonl" "$run/config.json" "docs/results/glue_minilm/$(basename "$run")/"
+done

@@ -2,6 +2,7 @@
 """Markdown table of the dev metrics that scripts/glue_results.sh's runs reached.
 
   python scripts/results_table.py runs/results
+  python scripts/results_table.py docs/results/glue_minilm     # the logs kept in the repository
 
 For each task: single-task fine-tuning, the MTL model itself (before fine-tuning) and MT-DNN
 (MTL, then fine-tuned), each at its last evaluated epoch, read from the runs' metrics.jsonl.
