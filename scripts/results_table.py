@@ -7,6 +7,7 @@
 For each task: single-task fine-tuning, the MTL model itself (before fine-tuning) and MT-DNN
 (MTL, then fine-tuned), each at its last evaluated epoch, read from the runs' metrics.jsonl.
 """
+import json
 import sys
 from pathlib import Path
 
@@ -34,12 +35,16 @@ def fmt(metrics: dict[str, float] | None) -> str:
 
 def main(out: str) -> None:
   out = Path(out)
-  tasks = sorted({p.name.split("_", 1)[1] for p in out.glob("single_*")})
+  tasks = {p.name.split("_", 1)[1] for p in out.glob("single_*")}
+  if (out / "mtl" / "config.json").is_file():
+    tasks |= set(json.loads((out / "mtl" / "config.json").read_text())["tasks"].split(","))
+  tasks = sorted(tasks)
   print("| task (dev metric) | single-task | MTL model, before fine-tuning | MT-DNN (MTL + fine-tuning) |")
   print("|---|---|---|---|")
   for task in tasks:
     single = last_eval(out / f"single_{task}", task)
-    names = "/".join(single) if single else "?"
+    reference = single or last_eval(out / "mtl", task)
+    names = "/".join(reference) if reference else "?"
     print(f"| {task} ({names}) | {fmt(single)} | {fmt(last_eval(out / 'mtl', task))} | "
           f"{fmt(last_eval(out / f'finetune_{task}', task))} |")
 

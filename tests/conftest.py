@@ -39,3 +39,13 @@ def minilm_dir(tmp_path_factory) -> Path:
 def minilm(minilm_dir):
   from mtdnn_jax.model_dir import load_model_dir
   return load_model_dir(minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory, minilm_hf_dir):
+  """(model dir, data dir): a randomly initialised 2-layer encoder over the real MiniLM
+  vocabulary and slices of the demo's data, for tests of the real training loop."""
+  from tests.tiny_setup import make_tiny_model_dir, write_tiny_data
+  root = tmp_path_factory.mktemp("tiny")
+  return (make_tiny_model_dir(root / "model", minilm_hf_dir / "vocab.txt"),
+          write_tiny_data(root / "data"))

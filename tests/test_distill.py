@@ -11,7 +11,7 @@ from mtdnn_jax.models.heads import HeadOutputs, head_layout
 from mtdnn_jax.tasks import load_task_defs
 from mtdnn_jax.train import train_and_evaluate
 from tests.helpers import run_cli
-from tests.tiny_setup import REPO, make_tiny_model_dir, tiny_config, write_tiny_data
+from tests.tiny_setup import REPO, tiny_config
 
 DEMO = load_task_defs(REPO / "configs" / "task_defs" / "demo.yml")
 
@@ -28,11 +28,6 @@ def test_kd_loss_hand_computed():
   np.testing.assert_allclose(got, [expected_kl, (3.0 - 2.5) ** 2], rtol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, minilm_hf_dir):
-  root = tmp_path_factory.mktemp("tiny_kd")
-  return (make_tiny_model_dir(root / "model", minilm_hf_dir / "vocab.txt"),
-          write_tiny_data(root / "data"))
 
 
 def test_ensemble_soft_labels_and_student(tmp_path, tiny):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.tiny_setup import REPO, make_tiny_model_dir, train_losses, write_tiny_data
+from tests.tiny_setup import REPO, train_losses
 
 
 def free_port() -> int:
@@ -43,11 +43,6 @@ def run_pair(workdir, tiny, **overrides) -> list[dict]:
   return [finish(p) for p in processes]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, minilm_hf_dir):
-  root = tmp_path_factory.mktemp("tiny_multi")
-  return (make_tiny_model_dir(root / "model", minilm_hf_dir / "vocab.txt"),
-          write_tiny_data(root / "data"))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from mtdnn_jax.evaluate import Predictions
 from mtdnn_jax.metrics import entity_metrics
 from mtdnn_jax.tasks import load_task_defs
 from mtdnn_jax.tokenization import Tokenizer
-from tests.tiny_setup import REPO, make_tiny_model_dir, tiny_config, write_tiny_data
+from tests.tiny_setup import REPO, tiny_config, write_tiny_data
 
 CONLL = load_task_defs(REPO / "configs" / "task_defs" / "ner.yml")["conll"]
 
@@ -80,7 +80,7 @@ def test_bad_conll_lines_name_file_and_line(tmp_path):
     list(read_conll(path))
 
 
-def test_ner_trains_with_sentence_tasks_in_one_model(tmp_path, shared_data, minilm_hf_dir):
+def test_ner_trains_with_sentence_tasks_in_one_model(tmp_path, shared_data, tiny):
   from mtdnn_jax.data.canonical import write_canonical
   from mtdnn_jax.train import train_and_evaluate
   data = write_tiny_data(tmp_path / "data")
@@ -90,7 +90,7 @@ def test_ner_trains_with_sentence_tasks_in_one_model(tmp_path, shared_data, mini
   task_def = tmp_path / "tasks.yml"
   task_def.write_text((REPO / "configs/task_defs/demo.yml").read_text() + "\n" +
                       (REPO / "configs/task_defs/ner.yml").read_text())
-  model = make_tiny_model_dir(tmp_path / "model", minilm_hf_dir / "vocab.txt")
+  model = tiny[0]
   results = train_and_evaluate(tiny_config(model, data, task_def=str(task_def),
                                            tasks="sts,paraphrase,conll", num_epochs=1),
                                str(tmp_path / "run"))

@@ -11,7 +11,7 @@ from mtdnn_jax import smart
 from mtdnn_jax.models.heads import HeadOutputs, head_layout
 from mtdnn_jax.tasks import load_task_defs
 from mtdnn_jax.train import train_and_evaluate
-from tests.tiny_setup import REPO, make_tiny_model_dir, tiny_config, train_losses, write_tiny_data
+from tests.tiny_setup import REPO, tiny_config, train_losses
 
 GLUE = load_task_defs(REPO / "configs" / "task_defs" / "glue.yml")
 
@@ -80,11 +80,6 @@ def test_regulariser_is_positive_for_a_sensitive_model():
   assert float(skipped) == 0.0 and float(value) > 0.0
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, minilm_hf_dir):
-  root = tmp_path_factory.mktemp("tiny_smart")
-  return (make_tiny_model_dir(root / "model", minilm_hf_dir / "vocab.txt"),
-          write_tiny_data(root / "data"))
 
 
 def test_smart_and_bregman_in_the_compiled_step(tmp_path, tiny):

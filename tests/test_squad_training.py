@@ -6,7 +6,7 @@ import random
 import pytest
 
 from mtdnn_jax.train import train_and_evaluate
-from tests.tiny_setup import REPO, make_tiny_model_dir, tiny_config, write_tiny_data
+from tests.tiny_setup import REPO, tiny_config, write_tiny_data
 
 FILLER = ("the a river city old new green blue house road north south small large quiet busy "
           "early late market bridge tower garden").split()
@@ -39,14 +39,14 @@ def synthetic_squad(n: int, seed: int, version: str) -> dict:
 
 
 @pytest.mark.parametrize("version, task", [("1.1", "squad"), ("2.0", "squadv2")])
-def test_tiny_model_learns_to_find_spans(tmp_path, minilm_hf_dir, version, task):
+def test_tiny_model_learns_to_find_spans(tmp_path, tiny, version, task):
   data = write_tiny_data(tmp_path / "data")
   (data / f"{task}_train.json").write_text(json.dumps(synthetic_squad(200, 1, version)))
   (data / f"{task}_dev.json").write_text(json.dumps(synthetic_squad(40, 2, version)))
   task_def = tmp_path / "tasks.yml"
   task_def.write_text((REPO / "configs/task_defs/demo.yml").read_text() + "\n" +
                       (REPO / "configs/task_defs/squad.yml").read_text())
-  model = make_tiny_model_dir(tmp_path / "model", minilm_hf_dir / "vocab.txt")
+  model = tiny[0]
   config = tiny_config(model, data, task_def=str(task_def), tasks=f"{task},paraphrase",
                        num_epochs=2, max_seq_len=64, buckets=(64,), batch_size=16,
                        eval_batch_size=16, log_every_steps=10,

@@ -10,15 +10,9 @@ import pytest
 
 from mtdnn_jax.errors import InputError
 from mtdnn_jax.train import train_and_evaluate
-from tests.tiny_setup import (REPO, make_tiny_model_dir, tiny_config, train_losses,
-                              write_tiny_data)
+from tests.tiny_setup import REPO, tiny_config, train_losses
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, minilm_hf_dir):
-  root = tmp_path_factory.mktemp("tiny")
-  return (make_tiny_model_dir(root / "model", minilm_hf_dir / "vocab.txt"),
-          write_tiny_data(root / "data"))
 
 
 def run_in_subprocess(workdir, tiny, devices: int, **overrides) -> dict:
