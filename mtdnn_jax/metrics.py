@@ -152,8 +152,10 @@ def compute_metrics(task: TaskDef, predictions, scores, labels, weights=None, *,
 
 def _metric(task: TaskDef, name: str, metric_fns: dict[str, Callable[[], float]]) -> float:
   if name not in metric_fns:
-    raise NotImplementedError(f"metric {name} of task {task.name!r} ({task.task_type.value}) "
-                              "is not computed by compute_metrics")
+    # Sequence labelling (SeqEval) and span tasks (EmF1) are scored per entity and per answer
+    # text: `entity_metrics` below and `squad_eval.evaluate`, not per example here.
+    raise ValueError(f"metric {name} of task {task.name!r} ({task.task_type.value}) is not a "
+                     "per-example metric; see entity_metrics / squad_eval.evaluate")
   return metric_fns[name]()
 
 

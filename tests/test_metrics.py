@@ -183,5 +183,5 @@ def test_compute_metrics_ranking_acc_and_auc_over_real_candidates():
 def test_compute_metrics_refuses_metrics_it_does_not_compute():
   ner = parse_task_def("ner", {"task_type": "SeqenceLabeling", "data_format": "Seqence",
                                "n_class": 3})
-  with pytest.raises(NotImplementedError, match="SeqEval"):
+  with pytest.raises(ValueError, match="SeqEval"):
     metrics.compute_metrics(ner, [0], [[1.0, 0.0, 0.0]], [0])
