@@ -11,10 +11,11 @@ uninterrupted one would.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -38,6 +39,7 @@ from mtdnn_jax.fileio import write_json
 from mtdnn_jax.losses import (cross_entropy, mean_squared_error, ranking_cross_entropy,
                               token_cross_entropy, weighted_mean)
 from mtdnn_jax.model_dir import load_model_dir
+from mtdnn_jax.models.config import EncoderConfig
 from mtdnn_jax.models.heads import KINDS, HeadLayout, head_layout
 from mtdnn_jax.models.mtdnn import MTDNN
 from mtdnn_jax.pretrained import resolve_model_dir
@@ -208,6 +210,92 @@ def check_config(config: ml_collections.ConfigDict, mesh) -> None:
   smart.check_smart_config(config.smart)
 
 
+# ------------------------------------------------------------------------------ the program
+
+@dataclasses.dataclass(frozen=True)
+class TrainProgram:
+  """A run's model, optimizer, state layout and jitted step, independent of its data (the
+  training loop and scripts/benchmark.py build the same one)."""
+  model: MTDNN
+  tx: optax.GradientTransformation
+  ema_decay: float
+  state_shardings: dict[str, Any]
+  init_state: Callable  # jitted (rng, encoder params) -> sharded state
+  train_step: Callable  # jitted (state, batch) -> (state, metrics); the state is donated
+
+  def abstract_state(self, encoder_params) -> Any:
+    """Shapes, dtypes and shardings of the state, for restoring a checkpoint into."""
+    shapes = jax.eval_shape(self.init_state, jax.random.PRNGKey(0),
+                            jax.tree.map(jnp.asarray, encoder_params))
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        shapes, self.state_shardings)
+
+  def initial_state(self, seed: int, encoder_params) -> dict[str, Any]:
+    encoder = jax.device_put(jax.tree.map(jnp.asarray, encoder_params),
+                             self.state_shardings["params"]["encoder"])
+    return self.init_state(jax.random.PRNGKey(seed), encoder)
+
+
+def build_train_program(config: ml_collections.ConfigDict, encoder_config: EncoderConfig,
+                        tasks: list[TaskDef], layout: HeadLayout, mesh, total_steps: int,
+                        has_soft_labels: np.ndarray | None = None,
+                        report_layout: bool = False) -> TrainProgram:
+  """The model and optimizer of `config`, the state's shardings from the parameters' logical
+  axis names, and the train step as one jit with explicit shardings."""
+  model = MTDNN(encoder_config, layout, DTYPES[config.model.dtype],
+                config.model.attention_impl, config.model.remat)
+  tx = optim.build_optimizer(config.optim, total_steps)
+  ema_decay = float(config.optim.ema_decay)
+
+  dummy = jnp.ones((1, config.buckets[0]), jnp.int32)
+  init_params = lambda rng: model.init(rng, dummy, dummy, dummy, jnp.zeros((1,), jnp.int32))["params"]
+  boxed = jax.eval_shape(init_params, jax.random.PRNGKey(0))
+  rules = resolve_rules(config.sharding_preset, config.logical_axis_rules)
+  param_shardings = logical_shardings(boxed, mesh, rules)
+  abstract_params = jax.tree.map(lambda b, s: jax.ShapeDtypeStruct(b.shape, b.dtype, sharding=s),
+                                 nn.unbox(boxed), param_shardings)
+  opt_shardings = optax.tree_utils.tree_map_params(
+      tx, lambda _, sharding: sharding, jax.eval_shape(tx.init, abstract_params),
+      param_shardings, transform_non_params=lambda _: replicated(mesh))
+  state_shardings = {"step": replicated(mesh), "params": param_shardings,
+                     "opt_state": opt_shardings, "rng": replicated(mesh)}
+  if ema_decay > 0:
+    state_shardings["ema_params"] = param_shardings
+  if config.smart.bregman:
+    state_shardings["teacher_params"] = param_shardings
+  if report_layout:
+    abstract_opt = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                jax.eval_shape(tx.init, abstract_params), opt_shardings)
+    print(layout_report(mesh, "custom rules" if config.logical_axis_rules
+                        else config.sharding_preset, rules,
+                        {"parameters": abstract_params, "optimizer state": abstract_opt}))
+
+  def init_state(rng, encoder_params):
+    params = nn.unbox(init_params(rng))
+    params["encoder"] = encoder_params
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+             "rng": jax.random.fold_in(rng, 1)}
+    if ema_decay > 0:
+      state["ema_params"] = params
+    if config.smart.bregman:
+      state["teacher_params"] = params
+    return state
+
+  train_step = jax.jit(
+      make_train_step(model, layout, tx, ema_decay,
+                      hold_absent_heads=config.optim.grad_accumulation_steps == 1,
+                      smart_config=config.smart,
+                      divergence=smart.PredictionDivergence(tasks, layout),
+                      distill_config=config.distill,
+                      kd_divergence=smart.PredictionDivergence(tasks, layout, "kd_loss",
+                                                               default="KlCriterion"),
+                      has_soft_labels=has_soft_labels),
+      in_shardings=(state_shardings, None), out_shardings=(state_shardings, replicated(mesh)),
+      donate_argnums=0)
+  return TrainProgram(model, tx, ema_decay, state_shardings,
+                      jax.jit(init_state, out_shardings=state_shardings), train_step)
+
+
 # ------------------------------------------------------------------------------ the run
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -272,77 +360,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                        field="config.distill.soft_labels_dir")
   total_steps = config.num_epochs * steps_per_epoch
 
-  # --- model and optimizer
-  model = MTDNN(model_dir.config, layout, DTYPES[config.model.dtype],
-                config.model.attention_impl, config.model.remat)
-  tx = optim.build_optimizer(config.optim, total_steps)
-  ema_decay = float(config.optim.ema_decay)
+  # --- model, optimizer, state shardings and the jitted step
+  program = build_train_program(
+      config, model_dir.config, tasks, layout, mesh, total_steps,
+      has_soft_labels=None if soft_tables is None else np.array([len(t) > 0 for t in soft_tables]),
+      report_layout=is_writer)
+  model, ema_decay, train_step = program.model, program.ema_decay, program.train_step
 
-  # --- state: shardings from the parameters' logical axis names, then init or restore
-  dummy = jnp.ones((1, config.buckets[0]), jnp.int32)
-  init_params = lambda rng: model.init(rng, dummy, dummy, dummy, jnp.zeros((1,), jnp.int32))["params"]
-  boxed = jax.eval_shape(init_params, jax.random.PRNGKey(0))
-  rules = resolve_rules(config.sharding_preset, config.logical_axis_rules)
-  param_shardings = logical_shardings(boxed, mesh, rules)
-  abstract_params = jax.tree.map(lambda b, s: jax.ShapeDtypeStruct(b.shape, b.dtype, sharding=s),
-                                 nn.unbox(boxed), param_shardings)
-  opt_shardings = optax.tree_utils.tree_map_params(
-      tx, lambda _, sharding: sharding, jax.eval_shape(tx.init, abstract_params),
-      param_shardings, transform_non_params=lambda _: replicated(mesh))
-  state_shardings = {"step": replicated(mesh), "params": param_shardings,
-                     "opt_state": opt_shardings, "rng": replicated(mesh)}
-  if ema_decay > 0:
-    state_shardings["ema_params"] = param_shardings
-  if config.smart.bregman:
-    state_shardings["teacher_params"] = param_shardings
-  if is_writer:
-    abstract_opt = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                jax.eval_shape(tx.init, abstract_params), opt_shardings)
-    print(layout_report(mesh, "custom rules" if config.logical_axis_rules
-                        else config.sharding_preset, rules,
-                        {"parameters": abstract_params, "optimizer state": abstract_opt}))
-
-  def init_state(rng, encoder_params):
-    params = nn.unbox(init_params(rng))
-    params["encoder"] = encoder_params
-    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-             "rng": jax.random.fold_in(rng, 1)}
-    if ema_decay > 0:
-      state["ema_params"] = params
-    if config.smart.bregman:
-      state["teacher_params"] = params
-    return state
-
-  init_state = jax.jit(init_state, out_shardings=state_shardings)
+  # --- state: initialised, or restored with the sampler's position
   checkpoints = Checkpoints(workdir, keep=config.checkpoint.keep,
                             asynchronous=config.checkpoint.asynchronous)
-  abstract_state = jax.eval_shape(init_state, jax.random.PRNGKey(config.seed),
-                                  jax.tree.map(jnp.asarray, model_dir.params))
-  abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                abstract_state, state_shardings)
-  restored = checkpoints.restore_latest(abstract_state)
+  restored = checkpoints.restore_latest(program.abstract_state(model_dir.params))
   if restored is None:
-    encoder = jax.device_put(jax.tree.map(jnp.asarray, model_dir.params),
-                             param_shardings["encoder"])
-    state = init_state(jax.random.PRNGKey(config.seed), encoder)
+    state = program.initial_state(config.seed, model_dir.params)
   else:
     _, state, sampler_position = restored
     sampler.load_state_dict(sampler_position)
   start_step = int(state["step"])
 
-  # --- the step: one jit with explicit shardings, the state donated
-  train_step = jax.jit(
-      make_train_step(model, layout, tx, ema_decay,
-                      hold_absent_heads=config.optim.grad_accumulation_steps == 1,
-                      smart_config=config.smart,
-                      divergence=smart.PredictionDivergence(tasks, layout),
-                      distill_config=config.distill,
-                      kd_divergence=smart.PredictionDivergence(tasks, layout, "kd_loss",
-                                                               default="KlCriterion"),
-                      has_soft_labels=None if soft_tables is None else
-                      np.array([len(t) > 0 for t in soft_tables])),
-      in_shardings=(state_shardings, None), out_shardings=(state_shardings, replicated(mesh)),
-      donate_argnums=0)
   evaluator = Evaluator(model, layout, mesh, Buckets.make(config.buckets, config.eval_batch_size),
                         special_ids, sampler.num_candidates,
                         {"n_best": config.squad.n_best, "max_answer_len": config.squad.max_answer_len})

@@ -1,0 +1,537 @@
+"""Speed and memory of mtdnn-jax against the PyTorch peer, the two interleaved in one process.
+
+  python scripts/benchmark.py [--quick] [--out results.json] [--report docs/PERFORMANCE.md]
+
+Each measurement is a top-level key of the JSON, with `ours`, `peer` (each median, min, max over
+rounds) and `ratio` = median(ours) / median(peer):
+  train_base, train_minilm  our real train step (configs/default.py's sharded multi-task step,
+                            two task heads, AdamW, float32, dropout on) against transformers'
+                            PyTorch BertForSequenceClassification + torch.optim.AdamW with the
+                            same dimensions and batch of full-length sequences; `mfu` for each;
+  eval_base, eval_minilm    our jitted batch evaluation (Evaluator: probabilities to the host)
+                            against PyTorch under no_grad, and against torch.compile (full run);
+  e2e_mrpc                  training examples/s on MRPC's real train set (MiniLM shape): our
+                            bucketed sampler and step against PyTorch batches padded to their
+                            longest member (the reference MT-DNN toolkit's collation);
+  matmul_peak               float32 matrix multiply, XLA and PyTorch, measured in this run;
+  compile, memory           compile seconds and counts; peak resident memory after each stage.
+Rounds alternate ours, peer, ours, peer, ...; the warm-up round (and compilation) is excluded.
+MFU = (6 x non-embedding parameters x tokens + 12 x layers x hidden x length² x sequences) /
+time / the XLA matmul peak (mtdnn_jax/throughput.py). `--quick` takes under 5 minutes on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from configs import default  # noqa: E402
+from mtdnn_jax import runtime, throughput  # noqa: E402
+from mtdnn_jax.data import raw  # noqa: E402
+from mtdnn_jax.data.batching import Buckets  # noqa: E402
+from mtdnn_jax.data.features import Features, load_or_build_features  # noqa: E402
+from mtdnn_jax.data.sampler import MultiTaskSampler  # noqa: E402
+from mtdnn_jax.evaluate import Evaluator  # noqa: E402
+from mtdnn_jax.fileio import write_json  # noqa: E402
+from mtdnn_jax.model_dir import load_model_dir  # noqa: E402
+from mtdnn_jax.models.config import EncoderConfig  # noqa: E402
+from mtdnn_jax.models.heads import head_layout  # noqa: E402
+from mtdnn_jax.pretrained import resolve_model_dir  # noqa: E402
+from mtdnn_jax.sharding import make_mesh, put_batch  # noqa: E402
+from mtdnn_jax.tasks import load_task_defs  # noqa: E402
+from mtdnn_jax.train import build_train_program  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                 intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)
+SETTINGS = {  # per mode: batch sizes and rounds; sequence length 128 everywhere but e2e
+    "quick": dict(rounds=5, train_batch={"base": 8, "minilm": 16},
+                  eval_batch={"base": 16, "minilm": 64}, e2e_batches_per_round=4,
+                  torch_compile=False, matmul_seconds=1.0),
+    "full": dict(rounds=7, train_batch={"base": 16, "minilm": 32},
+                 eval_batch={"base": 64, "minilm": 128}, e2e_batches_per_round=None,
+                 torch_compile=True, matmul_seconds=3.0),
+    # For tests: every code path at a tiny size (2 layers, hidden 32); not a measurement.
+    "smoke": dict(rounds=2, train_batch={"base": 4, "minilm": 4},
+                  eval_batch={"base": 4, "minilm": 4}, e2e_batches_per_round=2,
+                  torch_compile=False, matmul_seconds=0.1,
+                  encoder=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64)),
+}
+SEQ_LEN = 128
+E2E_BATCH = 32
+E2E_BUCKETS = (32, 64, 128)
+
+
+# ------------------------------------------------------------------------------ timing
+
+def summary(values: list[float]) -> dict[str, float]:
+  return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def interleaved(contenders: dict[str, Callable[[int], float]], rounds: int,
+                label: str) -> dict[str, list[float]]:
+  """Rounds A B A B ...: `contenders[name](round)` does one round's work and returns how many
+  units (sequences or examples) it processed; the result is units/s per round. Round 0 of each
+  is a warm-up and is not returned."""
+  rates: dict[str, list[float]] = {name: [] for name in contenders}
+  for r in tqdm(range(rounds + 1), desc=label, unit="round", leave=False):
+    for name, work in contenders.items():
+      start = time.perf_counter()
+      units = work(r)
+      if r:
+        rates[name].append(units / (time.perf_counter() - start))
+  return rates
+
+
+def peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def comparison(ours: list[float], peer: list[float], unit: str, **extra) -> dict:
+  result = {"unit": unit, "ours": summary(ours), "peer": summary(peer),
+            "ratio": statistics.median(ours) / statistics.median(peer)}
+  result.update(extra)
+  return result
+
+
+# ------------------------------------------------------------------------------ the contenders
+
+def our_config(batch_size: int, buckets: tuple[int, ...]):
+  """configs/default.py with the optimizer the peer uses; everything else as users run it."""
+  config = default.get_config()
+  config.optim.optimizer = "adamw"
+  config.batch_size = config.eval_batch_size = batch_size
+  config.buckets = buckets
+  config.max_seq_len = buckets[-1]
+  return config
+
+
+class Ours:
+  """Our train step and evaluator for one encoder shape, on two GLUE-style classification tasks."""
+
+  def __init__(self, encoder_config: EncoderConfig, batch_size: int, buckets: tuple[int, ...],
+               eval_batch_size: int | None = None):
+    self.config = our_config(batch_size, buckets)
+    self.mesh = make_mesh(dict(self.config.mesh))
+    task_defs = load_task_defs(REPO / "configs/task_defs/glue.yml")
+    self.tasks = [task_defs["mrpc"], task_defs["rte"]]
+    self.layout = head_layout(self.tasks)
+    self.encoder_config = encoder_config
+    self.program = build_train_program(self.config, encoder_config, self.tasks, self.layout,
+                                       self.mesh, total_steps=10 ** 6)
+    dummy = jnp.ones((1, buckets[0]), jnp.int32)
+    encoder = jax.jit(self.program.model.init)(jax.random.PRNGKey(0), dummy, dummy, dummy,
+                                               jnp.zeros((1,), jnp.int32))["params"]["encoder"]
+    encoder = jax.tree.map(lambda x: getattr(x, "value", x), encoder,
+                           is_leaf=lambda x: hasattr(x, "value"))
+    self.non_embedding = throughput.non_embedding_parameters(encoder)
+    self.state = self.program.initial_state(0, encoder)
+    self.evaluator = Evaluator(self.program.model, self.layout, self.mesh,
+                               Buckets.make(buckets, eval_batch_size or batch_size),
+                               special_ids=(0, 101, 102))
+    self.compile_seconds: float | None = None
+
+  def train(self, batch: dict[str, np.ndarray]) -> float:
+    """One step; returns the sequences in it (waits for the step, as a round's end does)."""
+    self.state, metrics = self.program.train_step(self.state, put_batch(batch, self.mesh))
+    jax.block_until_ready(metrics["loss"])
+    return float(batch["weights"].sum())
+
+  def evaluate(self, features: Features) -> float:
+    self.evaluator.raw_outputs(self.state["params"], 0, features)
+    return float(len(features))
+
+  def step_flops(self, batch_size: int, length: int) -> float:
+    return throughput.train_step_flops(self.encoder_config, self.non_embedding,
+                                       (batch_size, length))
+
+  def compilations(self) -> int:
+    return self.program.train_step._cache_size()
+
+
+class Peer:
+  """transformers' PyTorch BertForSequenceClassification with AdamW: what MT-DNN users run."""
+
+  def __init__(self, encoder_config: EncoderConfig):
+    import torch
+    import transformers
+    self.torch = torch
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=encoder_config.vocab_size, hidden_size=encoder_config.hidden_size,
+        num_hidden_layers=encoder_config.num_hidden_layers,
+        num_attention_heads=encoder_config.num_attention_heads,
+        intermediate_size=encoder_config.intermediate_size,
+        max_position_embeddings=encoder_config.max_position_embeddings,
+        type_vocab_size=encoder_config.type_vocab_size, num_labels=2)
+    self.model = transformers.BertForSequenceClassification(config)
+    self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=5e-5, weight_decay=0.01)
+    self.compiled = None
+
+  def tensors(self, batch: dict[str, np.ndarray]) -> dict:
+    t = self.torch
+    return {"input_ids": t.from_numpy(batch["input_ids"].astype(np.int64)),
+            "token_type_ids": t.from_numpy(batch["segment_ids"].astype(np.int64)),
+            "attention_mask": t.from_numpy(batch["attention_mask"].astype(np.int64))}
+
+  def train(self, batch: dict[str, np.ndarray]) -> float:
+    self.model.train()
+    labels = self.torch.from_numpy(np.asarray(batch["labels"]).astype(np.int64))
+    loss = self.model(**self.tensors(batch), labels=labels).loss
+    loss.backward()
+    self.optimizer.step()
+    self.optimizer.zero_grad(set_to_none=True)
+    return float(len(batch["input_ids"]))
+
+  def evaluate(self, batches: list[dict[str, np.ndarray]], compiled: bool = False) -> float:
+    self.model.eval()
+    model = self.compiled if compiled else self.model
+    with self.torch.no_grad():
+      for batch in batches:
+        model(**self.tensors(batch)).logits.softmax(-1).numpy()
+    return float(sum(len(b["input_ids"]) for b in batches))
+
+
+def full_length_batch(rng: np.random.Generator, size: int, length: int,
+                      vocab: int) -> dict[str, np.ndarray]:
+  """`size` two-segment sequences of exactly `length` tokens, alternating between two tasks."""
+  ids = rng.integers(1000, vocab, (size, length)).astype(np.int32)
+  segments = np.zeros((size, length), np.int32)
+  segments[:, length // 2:] = 1
+  return {"input_ids": ids, "segment_ids": segments,
+          "attention_mask": np.ones((size, length), np.int32),
+          "task_id": (np.arange(size) % 2).astype(np.int32),
+          "labels": rng.integers(0, 2, size).astype(np.int32),
+          "weights": np.ones(size, np.float32), "example_index": np.arange(size, dtype=np.int32)}
+
+
+def as_features(batch: dict[str, np.ndarray]) -> Features:
+  n, length = batch["input_ids"].shape
+  return Features(batch["input_ids"].reshape(-1), batch["segment_ids"].reshape(-1).astype(np.int8),
+                  np.arange(n + 1) * length, np.arange(n + 1), batch["labels"],
+                  np.array([str(i) for i in range(n)]))
+
+
+# ------------------------------------------------------------------------------ measurements
+
+def measure_train(name: str, encoder_config: EncoderConfig, batch_size: int, rounds: int,
+                  peak: float) -> tuple[dict, Ours, Peer]:
+  ours, peer = Ours(encoder_config, batch_size, (SEQ_LEN,)), Peer(encoder_config)
+  batch = full_length_batch(np.random.default_rng(0), batch_size, SEQ_LEN,
+                            encoder_config.vocab_size)
+  start = time.perf_counter()
+  ours.train(batch)  # compiles
+  first_call = time.perf_counter() - start
+  rates = interleaved({"ours": lambda r: ours.train(batch), "peer": lambda r: peer.train(batch)},
+                      rounds, f"train {name}")
+  ours.compile_seconds = first_call - batch_size / statistics.median(rates["ours"])
+  flops_per_sequence = ours.step_flops(batch_size, SEQ_LEN) / batch_size
+  result = comparison(rates["ours"], rates["peer"], "sequences/s", batch_size=batch_size,
+                      seq_len=SEQ_LEN,
+                      tokens_per_s={k: statistics.median(v) * SEQ_LEN for k, v in rates.items()},
+                      mfu={k: statistics.median(v) * flops_per_sequence / peak
+                           for k, v in rates.items()},
+                      compilations=ours.compilations())
+  return result, ours, peer
+
+
+def measure_eval(name: str, ours: Ours, peer: Peer, batch_size: int, rounds: int,
+                 torch_compile: bool) -> dict:
+  batch = full_length_batch(np.random.default_rng(1), batch_size, SEQ_LEN,
+                            ours.encoder_config.vocab_size)
+  features = as_features(batch)
+  contenders = {"ours": lambda r: ours.evaluate(features),
+                "peer": lambda r: peer.evaluate([batch])}
+  extra = {}
+  if torch_compile:
+    try:
+      start = time.perf_counter()
+      peer.compiled = peer.torch.compile(peer.model)
+      peer.evaluate([batch], compiled=True)
+      extra["peer_compile_seconds"] = time.perf_counter() - start
+      contenders["peer_compiled"] = lambda r: peer.evaluate([batch], compiled=True)
+    except Exception as error:  # noqa: BLE001 (torch.compile's failures vary by platform)
+      extra["peer_compiled_error"] = f"{type(error).__name__}: {str(error)[:300]}"
+  rates = interleaved(contenders, rounds, f"eval {name}")
+  if "peer_compiled" in rates:
+    extra["peer_compiled"] = summary(rates["peer_compiled"])
+    extra["ratio_vs_compiled"] = (statistics.median(rates["ours"])
+                                  / statistics.median(rates["peer_compiled"]))
+  return comparison(rates["ours"], rates["peer"], "sequences/s", batch_size=batch_size,
+                    seq_len=SEQ_LEN, **extra)
+
+
+def mrpc_features(glue_dir: Path, tokenizer) -> Features:
+  task = load_task_defs(REPO / "configs/task_defs/glue.yml")["mrpc"]
+  with tempfile.TemporaryDirectory() as tmp:
+    raw.convert_split(task, "train", glue_dir, tmp, raw.Skipped())
+    return load_or_build_features(task, "train", tmp, Path(tmp) / "features", tokenizer,
+                                  SEQ_LEN)[0]
+
+
+def dynamic_padding_batch(features: Features, rows: np.ndarray, pad_id: int) -> dict:
+  """The reference's collation: a batch padded to its longest sequence."""
+  lengths = features.seq_lengths[rows]
+  ids = np.full((len(rows), lengths.max()), pad_id, np.int32)
+  segments = np.zeros_like(ids)
+  mask = np.zeros_like(ids)
+  for i, e in enumerate(rows):
+    start, end = features.seq_offsets[e], features.seq_offsets[e + 1]
+    ids[i, :end - start] = features.input_ids[start:end]
+    segments[i, :end - start] = features.segment_ids[start:end]
+    mask[i, :end - start] = 1
+  return {"input_ids": ids, "segment_ids": segments, "attention_mask": mask,
+          "labels": features.labels[rows]}
+
+
+def measure_e2e(glue_dir: Path, rounds: int, batches_per_round: int | None,
+                encoder_changes: dict) -> dict:
+  """Examples/s training on MRPC's train set; collation is timed on both sides (tokenization,
+  which both toolkits do once before training, is not)."""
+  model_dir = load_model_dir(resolve_model_dir("packaged:all-MiniLM-L6-v2"))
+  tokenizer = model_dir.tokenizer()
+  features = mrpc_features(glue_dir, tokenizer)
+  encoder_config = model_dir.config.replace(**encoder_changes)
+  ours, peer = Ours(encoder_config, E2E_BATCH, E2E_BUCKETS), Peer(encoder_config)
+  buckets = Buckets.make(E2E_BUCKETS, E2E_BATCH)
+  special = dict(pad_id=tokenizer.pad_id, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
+  sampler = MultiTaskSampler([features], buckets, seed=1, **special)
+  steps = sampler.steps_per_epoch()
+  per_round = batches_per_round or -(-steps // rounds)  # full run: about an epoch over the rounds
+
+  # Padding of an epoch on each side, counted without timing.
+  ours_tokens = sum(b["input_ids"].size for _, b in zip(range(steps),
+                                                        MultiTaskSampler([features], buckets, seed=1, **special)))
+  real_tokens = int(features.seq_lengths.sum())
+  order = np.random.default_rng(1).permutation(len(features))
+  peer_rows = [order[i:i + E2E_BATCH] for i in range(0, len(order), E2E_BATCH)]
+  peer_tokens = sum(len(rows) * int(features.seq_lengths[rows].max()) for rows in peer_rows)
+
+  # Warm-up: compile every bucket the data fills, on a real batch of each.
+  needed = {E2E_BUCKETS[i] for i in np.unique(buckets.assign(features.example_lengths))}
+  seen, start = set(), time.perf_counter()
+  for batch in MultiTaskSampler([features], buckets, seed=2, **special):
+    if batch["input_ids"].shape[-1] not in seen:
+      seen.add(batch["input_ids"].shape[-1])
+      ours.train(batch)
+    if seen == needed:
+      break
+  compile_seconds = time.perf_counter() - start
+  our_batches = iter(sampler)
+
+  def ours_round(r):
+    examples, metrics = 0.0, None
+    for _ in range(per_round):  # as the training loop: no host synchronisation between steps
+      batch = next(our_batches)
+      ours.state, metrics = ours.program.train_step(ours.state, put_batch(batch, ours.mesh))
+      examples += float(batch["weights"].sum())
+    jax.block_until_ready(metrics["loss"])
+    return examples
+
+  def peer_round(r):
+    return sum(peer.train(dynamic_padding_batch(features, peer_rows[(r * per_round + i) %
+                                                                    len(peer_rows)],
+                                                tokenizer.pad_id))
+               for i in range(per_round))
+
+  rates = interleaved({"ours": ours_round, "peer": peer_round}, rounds, "e2e mrpc")
+  return comparison(rates["ours"], rates["peer"], "examples/s", examples=len(features),
+                    batch_size=E2E_BATCH, buckets=list(E2E_BUCKETS), batches_per_round=per_round,
+                    padding_fraction={"ours": 1 - real_tokens / ours_tokens,
+                                      "peer": 1 - real_tokens / peer_tokens},
+                    compile_seconds=compile_seconds, compilations=ours.compilations(),
+                    buckets_used=len(needed))
+
+
+def torch_matmul_peak(size: int = 1024, seconds: float = 0.5) -> float:
+  import torch
+  a = torch.ones(size, size)
+  best, deadline = 0.0, time.perf_counter() + seconds
+  while time.perf_counter() < deadline:
+    start = time.perf_counter()
+    a @ a
+    best = max(best, 2 * size ** 3 / (time.perf_counter() - start))
+  return best
+
+
+def machine() -> dict:
+  cpu = "unknown"
+  try:
+    cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+               if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  import torch
+  import transformers
+  return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)),
+          "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1),
+          "devices": [str(d) for d in jax.devices()], "python": platform.python_version(),
+          "jax": jax.__version__, "torch": torch.__version__,
+          "transformers": transformers.__version__, "runtime": runtime.describe()}
+
+
+def run(mode: str, glue_dir: Path) -> dict:
+  settings = SETTINGS[mode]
+  rounds = settings["rounds"]
+  results = {"mode": mode, "machine": machine()}
+  peak = throughput.measured_matmul_peak(size=2048, seconds=settings["matmul_seconds"])
+  results["matmul_peak"] = {"unit": "GFLOP/s", "ours": peak / 1e9,
+                            "peer": torch_matmul_peak(2048, settings["matmul_seconds"]) / 1e9}
+  results["memory"] = {"unit": "MiB peak resident, cumulative", "start": peak_rss_mib()}
+  compile_info = {}
+  shapes = {"base": EncoderConfig(**BERT_BASE),
+            "minilm": load_model_dir(resolve_model_dir("packaged:all-MiniLM-L6-v2")).config}
+  if "encoder" in settings:
+    shapes = {k: v.replace(**settings["encoder"]) for k, v in shapes.items()}
+  for name in ("minilm", "base"):
+    results[f"train_{name}"], ours, peer = measure_train(
+        name, shapes[name], settings["train_batch"][name], rounds, peak)
+    compile_info[f"train_{name}_seconds"] = ours.compile_seconds
+    ours.evaluator.buckets = Buckets.make((SEQ_LEN,), settings["eval_batch"][name])
+    results[f"eval_{name}"] = measure_eval(name, ours, peer, settings["eval_batch"][name],
+                                           rounds, settings["torch_compile"])
+    results["memory"][name] = peak_rss_mib()
+    del ours, peer
+  if (glue_dir / "MRPC").is_dir():
+    results["e2e_mrpc"] = measure_e2e(glue_dir, rounds, settings["e2e_batches_per_round"],
+                                      settings.get("encoder", {}))
+    compile_info["e2e_seconds"] = results["e2e_mrpc"]["compile_seconds"]
+    compile_info["e2e_compilations"] = results["e2e_mrpc"]["compilations"]
+    compile_info["e2e_buckets_used"] = results["e2e_mrpc"]["buckets_used"]
+    results["memory"]["e2e"] = peak_rss_mib()
+  else:
+    results["e2e_mrpc"] = {"skipped": f"no MRPC under {glue_dir}"}
+  results["compile"] = compile_info
+  return results
+
+
+# ------------------------------------------------------------------------------ the report
+
+TARGETS = {"train_base": 1.3, "train_minilm": 1.3, "eval_base": 1.5, "eval_minilm": 1.5,
+           "e2e_mrpc": 1.3}  # issue 8's ratios to reach
+BEGIN, END = "<!-- benchmark results: begin -->", "<!-- benchmark results: end -->"
+
+
+def results_table(results: dict) -> str:
+  rows = ["| measurement | unit | ours (median [min, max]) | PyTorch peer | ours/peer | target "
+          "| MFU ours / peer |", "|---|---|---|---|---|---|---|"]
+  for key, target in TARGETS.items():
+    r = results.get(key, {})
+    if "ratio" not in r:
+      rows.append(f"| {key} | | {r.get('skipped', 'not measured')} | | | ≥ {target} | |")
+      continue
+    span = lambda s: f"{s['median']:.2f} [{s['min']:.2f}, {s['max']:.2f}]"
+    mfu = f"{r['mfu']['ours']:.0%} / {r['mfu']['peer']:.0%}" if "mfu" in r else ""
+    peer = span(r["peer"])
+    if "peer_compiled" in r:
+      peer += f"; torch.compile {r['peer_compiled']['median']:.2f}"
+    rows.append(f"| {key} | {r['unit']} | {span(r['ours'])} | {peer} | **{r['ratio']:.2f}** "
+                f"| ≥ {target} | {mfu} |")
+  m = results["machine"]
+  compile_info = results.get("compile", {})
+  lines = [
+      f"Measured by `python scripts/benchmark.py{' --quick' if results['mode'] == 'quick' else ''}"
+      f" --report docs/PERFORMANCE.md` in {results['wall_seconds'] / 60:.1f} min on {m['cpu']}, "
+      f"{m['cores']} cores, {m['memory_gib']} GiB; jax {m['jax']}, torch {m['torch']}, "
+      f"transformers {m['transformers']}; float32, sequence length {SEQ_LEN} (e2e: MRPC's own "
+      "lengths).", "", *rows, "",
+      f"- matmul peak (float32, 2048²): XLA {results['matmul_peak']['ours']:.0f} GFLOP/s, "
+      f"PyTorch {results['matmul_peak']['peer']:.0f} GFLOP/s; MFU is against XLA's.",
+      "- compile: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in compile_info.items()),
+      "- peak resident memory (MiB, cumulative over the run): " + ", ".join(
+          f"{k} {v:.0f}" for k, v in results["memory"].items() if k != "unit"),
+      f"- runtime settings in force: `{json.dumps(m['runtime'])}`",
+  ]
+  e2e = results.get("e2e_mrpc", {})
+  if "padding_fraction" in e2e:
+    lines.append(f"- e2e padding (share of computed tokens that are padding): ours "
+                 f"{e2e['padding_fraction']['ours']:.0%} (buckets {e2e['buckets']}), peer "
+                 f"{e2e['padding_fraction']['peer']:.0%} (padded to each batch's longest)")
+  return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  keys = [k for k in TARGETS if "ratio" in results.get(k, {})]
+  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
+  x = np.arange(len(keys))
+  left.bar(x, [results[k]["ratio"] for k in keys], color="tab:blue")
+  for i, k in enumerate(keys):
+    low = results[k]["ours"]["min"] / results[k]["peer"]["max"]
+    high = results[k]["ours"]["max"] / results[k]["peer"]["min"]
+    left.plot([i, i], [low, high], color="black", lw=1)
+    left.plot([i - 0.4, i + 0.4], [TARGETS[k]] * 2, color="tab:red", ls="--", lw=1)
+  left.axhline(1.0, color="gray", lw=0.8)
+  left.set_xticks(x, keys)
+  left.set_ylabel("ours / PyTorch (median; bar: min–max)")
+  left.set_title("throughput ratio (red: target)")
+  mfu_keys = [k for k in keys if "mfu" in results[k]]
+  width = 0.38
+  xm = np.arange(len(mfu_keys))
+  right.bar(xm - width / 2, [results[k]["mfu"]["ours"] for k in mfu_keys], width, label="ours")
+  right.bar(xm + width / 2, [results[k]["mfu"]["peer"] for k in mfu_keys], width, label="PyTorch")
+  right.axhline(0.6, color="tab:red", ls="--", lw=1)
+  right.set_xticks(xm, [k.replace("train_", "") for k in mfu_keys])
+  right.set_title("train MFU vs XLA matmul peak")
+  right.legend(fontsize=8)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write_report(results: dict, report: Path) -> None:
+  """Replaces the generated section of `report` (between its markers) and the plot beside it."""
+  image = report.with_suffix(".png")
+  plot(results, image)
+  section = f"{BEGIN}\n{results_table(results)}\n\n![benchmark]({image.name})\n{END}"
+  text = report.read_text() if report.is_file() else f"# Performance\n\n{BEGIN}\n{END}\n"
+  if BEGIN not in text or END not in text:
+    raise SystemExit(f"{report}: no '{BEGIN}' ... '{END}' section to replace")
+  head, rest = text.split(BEGIN, 1)
+  report.write_text(head + section + rest.split(END, 1)[1])
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  modes = parser.add_mutually_exclusive_group()
+  modes.add_argument("--quick", action="store_true", help="fewer rounds, smaller batches (<5 min)")
+  modes.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests only
+  parser.add_argument("--out", default="benchmark.json", help="where the JSON results go")
+  parser.add_argument("--glue_dir", default=str(REPO.parent / "shared/data/glue"),
+                      help="GLUE's download layout, for the end-to-end MRPC measurement")
+  parser.add_argument("--report", help="also rewrite this Markdown file's results section "
+                      "(docs/PERFORMANCE.md) and a plot beside it")
+  args = parser.parse_args(argv)
+  started = time.time()
+  results = run("quick" if args.quick else "smoke" if args.smoke else "full",
+                Path(args.glue_dir))
+  results["wall_seconds"] = time.time() - started
+  write_json(args.out, results)
+  print(json.dumps({k: v.get("ratio") for k, v in results.items()
+                    if isinstance(v, dict) and "ratio" in v}, indent=1))
+  if args.report:
+    write_report(results, Path(args.report))
+
+
+if __name__ == "__main__":
+  main()
