@@ -1,0 +1,61 @@
+"""scripts/benchmark.py at a tiny size (--smoke): every measurement's record is consistent with
+what was timed, and the report shows it. Speed itself is judged by the real run, not here."""
+import json
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, shared_data, minilm_dir):
+  from scripts import benchmark
+  out = tmp_path_factory.mktemp("benchmark")
+  report = out / "PERFORMANCE.md"
+  report.write_text("# Performance\n\nhand-written text\n\n"
+                    f"{benchmark.BEGIN}\nold table\n{benchmark.END}\n\nmore text\n")
+  benchmark.main(["--smoke", "--out", str(out / "results.json"), "--report", str(report),
+                  "--glue_dir", str(shared_data / "glue")])
+  return json.loads((out / "results.json").read_text()), report
+
+
+def test_every_measurement_is_a_median_ratio(smoke_run):
+  results, _ = smoke_run
+  for key in ("train_base", "train_minilm", "eval_base", "eval_minilm", "e2e_mrpc"):
+    r = results[key]
+    for side in ("ours", "peer"):
+      assert 0 < r[side]["min"] <= r[side]["median"] <= r[side]["max"], (key, side)
+    assert r["ratio"] == pytest.approx(r["ours"]["median"] / r["peer"]["median"])
+  for key in ("train_base", "train_minilm"):
+    mfu = results[key]["mfu"]
+    assert 0 < mfu["ours"] < 1 and 0 < mfu["peer"] < 1
+    # Both sides are judged by one FLOP count, so their MFUs stand as their speeds do.
+    assert mfu["ours"] / mfu["peer"] == pytest.approx(results[key]["ratio"])
+    assert results[key]["compilations"] == 1  # one shape, one compile
+
+
+def test_e2e_uses_mrpc_and_compiles_once_per_bucket(smoke_run):
+  e2e = smoke_run[0]["e2e_mrpc"]
+  assert e2e["examples"] == 3668  # MRPC's official train size
+  assert e2e["compilations"] == e2e["buckets_used"] <= len(e2e["buckets"])
+  assert 0 < e2e["padding_fraction"]["ours"] < 1 and 0 < e2e["padding_fraction"]["peer"] < 1
+
+
+def test_report_replaces_only_its_section(smoke_run):
+  results, report = smoke_run
+  text = report.read_text()
+  assert text.startswith("# Performance\n\nhand-written text\n")
+  assert text.rstrip().endswith("more text") and "old table" not in text
+  assert f"**{results['train_base']['ratio']:.2f}**" in text
+  assert report.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_peer_batches_pad_to_their_longest_sequence():
+  from mtdnn_jax.data.features import Features
+  from scripts.benchmark import dynamic_padding_batch
+  ids = np.arange(1, 10, dtype=np.int32)  # sequences of 2, 3 and 4 tokens
+  features = Features(ids, np.zeros(9, np.int8), np.array([0, 2, 5, 9]), np.arange(4),
+                      np.array([0, 1, 0]), np.array(["a", "b", "c"]))
+  batch = dynamic_padding_batch(features, np.array([0, 1]), pad_id=0)
+  assert batch["input_ids"].tolist() == [[1, 2, 0], [3, 4, 5]]
+  assert batch["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
+  assert batch["labels"].tolist() == [0, 1]
