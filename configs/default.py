@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
       dtype="float32",  # compute dtype: float32 or bfloat16 (parameters stay float32)
       attention_impl="xla",  # xla, or cudnn (GPU, bfloat16)
       remat=False,  # recompute layer activations in the backward pass (less memory)
+      unroll_layers=True,  # faster steps, longer compiles (False: a loop over stacked layers)
   ))
   config.optim = default_optim_config()
   config.smart = default_smart_config()  # adversarial regularisation and Bregman proximal point

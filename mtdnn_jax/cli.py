@@ -5,10 +5,15 @@ import argparse
 import sys
 from typing import Callable
 
+from mtdnn_jax import runtime
 from mtdnn_jax.errors import InputError
 
 
-def run(main: Callable[[], None]) -> None:
+def run(main: Callable[[], None], runs_models: bool = False) -> None:
+  """Runs `main`; InputError → one line on stderr and exit 2. Scripts that run a model pass
+  `runs_models=True` to get the faster allocator first (mtdnn_jax/runtime.py)."""
+  if runs_models:
+    runtime.use_fast_allocator()
   try:
     main()
   except InputError as e:

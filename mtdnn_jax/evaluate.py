@@ -257,7 +257,8 @@ class TrainedRun:
     self.tokenizer = model_dir.tokenizer()
     self.layout = head_layout(self.tasks)
     self.model = MTDNN(model_dir.config, self.layout, DTYPES[self.config.model.dtype],
-                       self.config.model.attention_impl)
+                       self.config.model.attention_impl,
+                       unroll_layers=self.config.model.get("unroll_layers", True))
     checkpoints = Checkpoints(self.workdir, asynchronous=False)
     self.step, self.params = checkpoints.restore_params(which)
     checkpoints.close()

@@ -243,7 +243,7 @@ def build_train_program(config: ml_collections.ConfigDict, encoder_config: Encod
   """The model and optimizer of `config`, the state's shardings from the parameters' logical
   axis names, and the train step as one jit with explicit shardings."""
   model = MTDNN(encoder_config, layout, DTYPES[config.model.dtype],
-                config.model.attention_impl, config.model.remat)
+                config.model.attention_impl, config.model.remat, config.model.unroll_layers)
   tx = optim.build_optimizer(config.optim, total_steps)
   ema_decay = float(config.optim.ema_decay)
 

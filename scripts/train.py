@@ -13,6 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so configs/*.py can import configs
 
+from mtdnn_jax import runtime  # noqa: E402  (imports no JAX)
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -41,4 +43,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  runtime.use_fast_allocator()  # re-executes under jemalloc when installed (mtdnn_jax/runtime.py)
   app.run(main)

@@ -90,17 +90,22 @@ def test_dropout_is_random_in_training_and_reproducible_from_the_rng(minilm, bat
   assert np.abs(np.asarray(train(1)) - np.asarray(train(2))).max() > 1e-2
 
 
-def test_remat_changes_nothing_but_memory(minilm, batch):
-  def loss(params, remat):
-    out = BertEncoder(minilm.config, remat=remat).apply(
+@pytest.mark.parametrize("variant", [dict(remat=True), dict(unroll_layers=False)],
+                         ids=["remat", "scan_loop"])
+def test_remat_and_the_layer_loop_change_nothing_but_speed_and_memory(minilm, batch, variant):
+  """Rematerialised layers, and the scan as a loop instead of unrolled (the default), give the
+  same loss and gradients with the same (stacked) parameters, dropout included."""
+  def loss(params, changes):
+    out = BertEncoder(minilm.config, **changes).apply(
         {"params": params}, batch["input_ids"], batch["segment_ids"], batch["attention_mask"],
         deterministic=False, rngs={"dropout": jax.random.PRNGKey(3)})
     return jnp.mean(out.pooled_output ** 2)
 
-  plain = jax.value_and_grad(loss)(minilm.params, False)
-  remat = jax.value_and_grad(loss)(minilm.params, True)
-  np.testing.assert_allclose(plain[0], remat[0], rtol=1e-6)
-  for a, b in zip(jax.tree_util.tree_leaves(plain[1]), jax.tree_util.tree_leaves(remat[1])):
+  plain = jax.value_and_grad(loss)(minilm.params, {})
+  other = jax.value_and_grad(loss)(minilm.params, variant)
+  np.testing.assert_allclose(plain[0], other[0], rtol=1e-6)
+  assert jax.tree.structure(plain[1]) == jax.tree.structure(other[1])
+  for a, b in zip(jax.tree_util.tree_leaves(plain[1]), jax.tree_util.tree_leaves(other[1])):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 

@@ -15,6 +15,7 @@ class MTDNN(nn.Module):
   dtype: jnp.dtype = jnp.float32
   attention_impl: AttentionImpl = "xla"
   remat: bool = False
+  unroll_layers: bool = True  # see BertEncoder
 
   @nn.compact
   def __call__(self, input_ids, segment_ids, attention_mask, task_id, *,
@@ -26,7 +27,7 @@ class MTDNN(nn.Module):
       input_ids, segment_ids, attention_mask = (
           x.reshape(-1, x.shape[-1]) for x in (input_ids, segment_ids, attention_mask))
     encoded = BertEncoder(self.encoder_config, self.dtype, self.attention_impl, self.remat,
-                          name="encoder")(input_ids, segment_ids, attention_mask,
+                          self.unroll_layers, name="encoder")(input_ids, segment_ids, attention_mask,
                                           deterministic=deterministic,
                                           embedding_perturbation=embedding_perturbation)
     return TaskHeads(self.layout, self.encoder_config.hidden_size,
