@@ -30,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Shapes: examples go to the shortest bucket that holds them; one compilation per bucket.
   config.max_seq_len = 128
   config.buckets = (32, 64, 128)
+  # > 0: instead of `buckets`, this many bucket lengths fitted to the training examples' lengths
+  # (the fewest padded tokens; multiples of 8 ending at max_seq_len). Printed at start.
+  config.fit_buckets = 0
   config.batch_size = 32  # global, split over the mesh's data axis
   config.eval_batch_size = 64
   config.num_epochs = 3

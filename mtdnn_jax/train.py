@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from mtdnn_jax import distill, distributed, optim, smart, throughput
 from mtdnn_jax.checkpoint import Checkpoints
-from mtdnn_jax.data.batching import Buckets
+from mtdnn_jax.data.batching import Buckets, fit_bucket_lengths
 from mtdnn_jax.data.canonical import canonical_path, read_canonical
 from mtdnn_jax.data.features import load_or_build_features
 from mtdnn_jax.data.sampler import MultiTaskSampler
@@ -204,6 +204,9 @@ def check_config(config: ml_collections.ConfigDict, mesh) -> None:
   if list(config.buckets) != sorted(set(config.buckets)) or config.buckets[-1] < config.max_seq_len:
     raise InputError(None, f"buckets {tuple(config.buckets)} must increase and end at or above "
                      f"max_seq_len={config.max_seq_len}", field="config.buckets")
+  if config.fit_buckets < 0:
+    raise InputError(None, "must be 0 (use config.buckets) or a number of buckets",
+                     field="config.fit_buckets")
   if config.num_epochs <= 0:
     raise InputError(None, "must be positive", field="config.num_epochs")
   optim.check_optim_config(config.optim)
@@ -336,12 +339,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return canonical_path(data_dir, task.name, split).is_file()
 
   train_features = [features(task, config.train_split) for task in tasks]
+  bucket_lengths = tuple(config.buckets)
+  if config.fit_buckets:
+    bucket_lengths = fit_bucket_lengths(
+        np.concatenate([f.example_lengths for f in train_features]), config.fit_buckets,
+        config.max_seq_len)
+    if is_writer:
+      print(f"buckets fitted to the training lengths: {bucket_lengths}")
   eval_sets = [(t, task, split, features(task, split), _words(task, data_dir, split))
                for t, task in enumerate(tasks) for split in task.split_names
                if split != config.train_split and split_exists(task, split)]
   special_ids = (tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id)
   sampler = MultiTaskSampler(
-      train_features, Buckets.make(config.buckets, config.batch_size), seed=config.seed,
+      train_features, Buckets.make(bucket_lengths, config.batch_size), seed=config.seed,
       pad_id=special_ids[0], cls_id=special_ids[1], sep_id=special_ids[2],
       mix_opt=config.sampler.mix_opt, ratio=config.sampler.ratio, mixed=config.sampler.mixed,
       host_index=jax.process_index(), host_count=jax.process_count())
@@ -378,7 +388,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     sampler.load_state_dict(sampler_position)
   start_step = int(state["step"])
 
-  evaluator = Evaluator(model, layout, mesh, Buckets.make(config.buckets, config.eval_batch_size),
+  evaluator = Evaluator(model, layout, mesh, Buckets.make(bucket_lengths, config.eval_batch_size),
                         special_ids, sampler.num_candidates,
                         {"n_best": config.squad.n_best, "max_answer_len": config.squad.max_answer_len})
   config_json = json.loads(config.to_json_best_effort())
@@ -467,6 +477,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if is_writer and (workdir / METRICS_FILE).is_file():
     plot_training(workdir / METRICS_FILE, workdir / "training.png")
   results["step"] = step
+  results["buckets"] = bucket_lengths
   # One compilation per batch shape (bucket) is the design; anything more is a bug to see.
   results["train_step_compilations"] = train_step._cache_size()
   return results

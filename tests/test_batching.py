@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from mtdnn_jax.data.batching import Buckets, eval_batches, plan_task_batches
+from mtdnn_jax.data.batching import (Buckets, eval_batches, fit_bucket_lengths, padded_tokens,
+                                     plan_task_batches)
 from mtdnn_jax.data.features import IGNORE_LABEL, Features
 from mtdnn_jax.data.sampler import MultiTaskSampler
 
@@ -188,3 +189,19 @@ def test_too_long_examples_and_bad_buckets_are_refused():
     Buckets.make([32, 64], [8])
   with pytest.raises(ValueError, match="outside the schedule"):
     make_sampler().load_state_dict({"epoch": 0, "step": 10_000})
+
+
+def test_fitted_buckets_compute_the_fewest_padded_tokens():
+  """Against every admissible choice, enumerated (multiples of 8 ending at max_len)."""
+  rng = np.random.default_rng(0)
+  for _ in range(100):
+    max_len = int(rng.choice([32, 64, 128]))
+    lengths = rng.integers(2, max_len + 1, rng.integers(1, 40))
+    count = int(rng.integers(1, 5))
+    fitted = fit_bucket_lengths(lengths, count, max_len)
+    assert len(fitted) <= count and fitted[-1] == max_len
+    assert all(b % 8 == 0 for b in fitted)
+    shorter = sorted(set(np.minimum(-(-lengths // 8) * 8, max_len)) - {max_len})
+    best = min(padded_tokens(lengths, [*c, max_len])
+               for k in range(count) for c in itertools.combinations(shorter, k))
+    assert padded_tokens(lengths, fitted) == best

@@ -55,6 +55,10 @@ def test_compiles_once_per_bucket_shape(tmp_path, tiny, reference_run):
   results = train_and_evaluate(tiny_config(*tiny, buckets=(16, 24, 64), num_epochs=1),
                                str(tmp_path))
   assert results["train_step_compilations"] == 3
+  # Buckets fitted to the data: at most as many shapes as asked for, the last at max_seq_len.
+  fitted = train_and_evaluate(tiny_config(*tiny, fit_buckets=2, num_epochs=1), str(tmp_path / "fit"))
+  assert len(fitted["buckets"]) <= 2 and fitted["buckets"][-1] == 64
+  assert fitted["train_step_compilations"] == len(fitted["buckets"])
 
 
 def test_resume_after_interrupt_continues_exactly(tmp_path, tiny, reference_run):
@@ -87,6 +91,7 @@ def test_eight_devices_with_data_and_model_parallelism_give_the_same_losses(tmp_
     ({"mesh.data": 2}, "config.mesh", "needs 2 devices, but 1 are available"),
     ({"buckets": (32,)}, "config.buckets", "must increase and end at or above max_seq_len=64"),
     ({"model.dtype": "float16"}, "config.model.dtype", "unknown dtype 'float16'"),
+    ({"fit_buckets": -1}, "config.fit_buckets", "must be 0"),
 ])
 def test_bad_config_is_refused_before_any_compute(tmp_path, tiny, overrides, field, message):
   with pytest.raises(InputError, match=message) as error:

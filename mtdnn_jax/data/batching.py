@@ -58,6 +58,54 @@ class Buckets:
     return np.searchsorted(np.asarray(self.lengths), lengths, side="left")
 
 
+def padded_tokens(lengths: np.ndarray, bucket_lengths: Sequence[int]) -> int:
+  """Tokens computed when each length goes to the shortest bucket that holds it."""
+  bucket_lengths = np.asarray(bucket_lengths)
+  return int(bucket_lengths[np.searchsorted(bucket_lengths, lengths, side="left")].sum())
+
+
+def fit_bucket_lengths(lengths: np.ndarray, count: int, max_len: int,
+                       multiple: int = 8) -> tuple[int, ...]:
+  """At most `count` bucket lengths, multiples of `multiple` ending at `max_len`, that compute
+  the fewest padded tokens for examples of these `lengths` (all <= max_len).
+
+  Exact: dynamic programming over the candidate boundaries (each distinct length rounded up
+  to `multiple`). Rounding keeps shapes friendly to vector units; more buckets mean less
+  padding but one more compilation each.
+  """
+  if count < 1:
+    raise ValueError(f"need at least one bucket, got {count}")
+  lengths = np.asarray(lengths, np.int64)
+  if len(lengths) and lengths.max() > max_len:
+    raise ValueError(f"a length {lengths.max()} exceeds max_len={max_len}")
+  rounded = np.minimum(-(-lengths // multiple) * multiple, max_len)
+  candidates = np.union1d(rounded, [max_len])  # sorted; the last is max_len
+  per_candidate = np.searchsorted(candidates, rounded)
+  examples = np.concatenate([[0], np.cumsum(np.bincount(per_candidate, minlength=len(candidates)))])
+  # cost[i, j]: tokens when the examples of candidates i..j all go to a bucket of candidates[j]
+  i, j = np.meshgrid(np.arange(len(candidates)), np.arange(len(candidates)), indexing="ij")
+  cost = np.where(i <= j, candidates[j] * (examples[j + 1] - examples[i]), np.inf)
+  best = cost[0].copy()  # best[j]: fewest tokens for candidates 0..j with j's bucket last
+  choice = [np.zeros(len(candidates), np.int64)]
+  for _ in range(1, count):
+    # Either keep the previous split, or end a bucket at some i - 1 < j and start one at i.
+    via = np.full((len(candidates), len(candidates)), np.inf)
+    via[1:] = best[:-1, None] + cost[1:]
+    start = np.argmin(via, axis=0)
+    improved = via[start, np.arange(len(candidates))] < best
+    best = np.where(improved, via[start, np.arange(len(candidates))], best)
+    choice.append(np.where(improved, start, -1))
+  bounds, j = [], len(candidates) - 1
+  for level in range(count - 1, -1, -1):  # walk the choices back from max_len
+    if level and choice[level][j] < 0:
+      continue
+    bounds.append(int(candidates[j]))
+    if level == 0:
+      break
+    j = int(choice[level][j]) - 1
+  return tuple(sorted(bounds))
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchPlan:
   """Which examples form one global batch: rows (task_id, example index), padded to size."""
