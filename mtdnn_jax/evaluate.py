@@ -93,13 +93,22 @@ class Evaluator:
     per-token arrays are right-padded to the longest bucket."""
     host_index, host_count = jax.process_index(), jax.process_count()
     collected: dict[str, list[np.ndarray]] = {}
+
+    def fetch(outputs):
+      for key, value in outputs.items():
+        collected.setdefault(key, []).append(np.asarray(jax.device_get(_gather(value))))
+
+    # One batch in flight while the previous one's outputs come back and the next is built.
+    in_flight = None
     for batch in eval_batches(task_id, features, self.buckets, *self.special_ids,
                               host_index=host_index, host_count=host_count,
                               num_candidates=self.num_candidates.get(task_id)):
       outputs = self._step(params, put_batch(batch, self.mesh))
-      outputs = {k: np.asarray(jax.device_get(_gather(v))) for k, v in outputs.items()}
-      for key, value in outputs.items():
-        collected.setdefault(key, []).append(value)
+      if in_flight is not None:
+        fetch(in_flight)
+      in_flight = outputs
+    if in_flight is not None:
+      fetch(in_flight)
     merged = {k: _concatenate_padded(v) for k, v in collected.items()}
     real = merged["weights"] > 0
     return {k: v[real] for k, v in merged.items()}

@@ -62,7 +62,7 @@ BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_at
                  intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)
 SETTINGS = {  # per mode: batch sizes and rounds; sequence length 128 everywhere but e2e
     "quick": dict(rounds=5, train_batch={"base": 8, "minilm": 16},
-                  eval_batch={"base": 16, "minilm": 64}, e2e_batches_per_round=4,
+                  eval_batch={"base": 8, "minilm": 32}, e2e_batches_per_round=2,
                   torch_compile=False, matmul_seconds=1.0),
     "full": dict(rounds=7, train_batch={"base": 16, "minilm": 32},
                  eval_batch={"base": 64, "minilm": 128}, e2e_batches_per_round=None,
