@@ -39,8 +39,8 @@ def main(out: str) -> None:
       cells, values = [], []
       for name in next(iter(per_seed.values())):
         xs = [m[name] for _, m in sorted(per_seed.items())]
-        spread = statistics.stdev(xs) if len(xs) > 1 else float("nan")
-        cells.append(f"{name} {statistics.mean(xs):.1f} ± {spread:.1f}")
+        spread = f" ± {statistics.stdev(xs):.1f}" if len(xs) > 1 else ""  # no spread from one seed
+        cells.append(f"{name} {statistics.mean(xs):.1f}{spread}")
         values.append(f"{name} " + ", ".join(f"{x:.1f}" for x in xs))
       print(f"| {task} | {title} | {'; '.join(cells)} (n={len(per_seed)}) | {'; '.join(values)} |")
 

@@ -1,0 +1,26 @@
+"""scripts/seed_table.py: the per-arm mean and spread over seeds that docs/RESULTS.md quotes."""
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def write_run(root, name, step_metrics):
+  (root / name).mkdir()
+  with open(root / name / "metrics.jsonl", "w") as f:
+    for step, acc in step_metrics:
+      f.write(json.dumps({"kind": "eval", "step": step, "epoch": step // 10, "task": "mrpc",
+                          "split": "dev", "ACC": acc}) + "\n")
+
+
+def test_seed_table_reports_each_arms_last_epoch_mean_and_sample_std(tmp_path):
+  write_run(tmp_path, "plain_mrpc_seed1", [(10, 50.0), (20, 70.0)])  # the last epoch counts
+  write_run(tmp_path, "plain_mrpc_seed2", [(20, 74.0)])
+  write_run(tmp_path, "smart_mrpc_seed1", [(20, 71.0)])
+  (tmp_path / "soft_mrpc").mkdir()  # not a run: ignored
+  table = subprocess.run([sys.executable, "scripts/seed_table.py", str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+  # mean 72, sample std of (70, 74) = 2.83
+  assert "| mrpc | plain fine-tuning | ACC 72.0 ± 2.8 (n=2) | ACC 70.0, 74.0 |" in table
+  assert "| mrpc | SMART | ACC 71.0 (n=1) | ACC 71.0 |" in table
