@@ -18,7 +18,7 @@ for t in $SMALL $LARGE; do
 done
 cp data/glue/sst_train_10pct.tsv data/glue5/sst_train.tsv
 COMMON=(--config.data_dir=data/glue5 --config.num_epochs=2 --config.seed=1 --config.checkpoint.every_steps=50)
-run() { [ -f "$2/training.png" ] || python scripts/train.py --config "$1" --workdir "$2" "${COMMON[@]}" "${@:3}"; }
+source scripts/results_lib.sh
 for t in $SMALL; do run configs/single_task.py:$t "$OUT/single_$t"; done
 run "configs/glue_mtl.py:$(echo $SMALL $LARGE | tr ' ' ,)" "$OUT/mtl"
 [ -d "$OUT/mtdnn_encoder" ] || python scripts/strip_model.py --workdir "$OUT/mtl" --output "$OUT/mtdnn_encoder"
@@ -26,9 +26,4 @@ for t in $SMALL; do run configs/finetune.py:$t "$OUT/finetune_$t" --config.model
 for t in $LARGE; do run configs/single_task.py:$t "$OUT/single_$t"; done
 for t in $LARGE; do run configs/finetune.py:$t "$OUT/finetune_$t" --config.model_dir="$OUT/mtdnn_encoder"; done
 python scripts/results_table.py "$OUT"
-# Keep each run's small logs (metrics.jsonl, config.json) in the repository as evidence.
-for run in "$OUT"/*/; do
-  [ -f "$run/metrics.jsonl" ] || continue
-  mkdir -p "docs/results/glue_minilm/$(basename "$run")"
-  cp "$run/metrics.jsonl" "$run/config.json" "docs/results/glue_minilm/$(basename "$run")/"
-done
+keep_logs "$OUT" docs/results/glue_minilm  # the runs' small logs, kept as evidence

@@ -14,7 +14,7 @@ SEEDS=${SEEDS:-"1 2 3"}
 python scripts/prepro.py --task_def configs/task_defs/glue.yml --raw_dir "$GLUE" \
     --output_dir data/glue --tasks $TASKS
 COMMON=(--config.data_dir=data/glue --config.num_epochs=2)
-run() { [ -f "$2/training.png" ] || python scripts/train.py --config "$1" --workdir "$2" "${COMMON[@]}" "${@:3}"; }
+source scripts/results_lib.sh
 for t in $TASKS; do
   for s in $SEEDS; do
     run configs/single_task.py:$t "$OUT/plain_${t}_seed$s" --config.seed=$s
@@ -31,8 +31,4 @@ for t in $TASKS; do
   done
 done
 python scripts/seed_table.py "$OUT"
-for run in "$OUT"/*/; do  # the runs' small logs are kept in the repository as evidence
-  [ -f "$run/metrics.jsonl" ] || continue
-  mkdir -p "docs/results/smart_minilm/$(basename "$run")"
-  cp "$run/metrics.jsonl" "$run/config.json" "docs/results/smart_minilm/$(basename "$run")/"
-done
+keep_logs "$OUT" docs/results/smart_minilm  # the runs' small logs, kept as evidence
