@@ -230,9 +230,10 @@ def as_features(batch: dict[str, np.ndarray]) -> Features:
 
 # ------------------------------------------------------------------------------ measurements
 
-def measure_train(name: str, encoder_config: EncoderConfig, batch_size: int, rounds: int,
-                  peak: float) -> tuple[dict, Ours, Peer]:
-  ours, peer = Ours(encoder_config, batch_size, (SEQ_LEN,)), Peer(encoder_config)
+def measure_train(name: str, encoder_config: EncoderConfig, batch_size: int,
+                  eval_batch_size: int, rounds: int, peak: float) -> tuple[dict, Ours, Peer]:
+  ours = Ours(encoder_config, batch_size, (SEQ_LEN,), eval_batch_size)
+  peer = Peer(encoder_config)
   batch = full_length_batch(np.random.default_rng(0), batch_size, SEQ_LEN,
                             encoder_config.vocab_size)
   start = time.perf_counter()
@@ -317,8 +318,8 @@ def measure_e2e(glue_dir: Path, rounds: int, batches_per_round: int | None,
   per_round = batches_per_round or -(-steps // rounds)  # full run: about an epoch over the rounds
 
   # Padding of an epoch on each side, counted without timing.
-  ours_tokens = sum(b["input_ids"].size for _, b in zip(range(steps),
-                                                        MultiTaskSampler([features], buckets, seed=1, **special)))
+  ours_tokens = sum(buckets.lengths[plan.bucket] * buckets.batch_sizes[plan.bucket]
+                    for plan in sampler.epoch_plan(0))
   real_tokens = int(features.seq_lengths.sum())
   order = np.random.default_rng(1).permutation(len(features))
   peer_rows = [order[i:i + E2E_BATCH] for i in range(0, len(order), E2E_BATCH)]
@@ -357,7 +358,7 @@ def measure_e2e(glue_dir: Path, rounds: int, batches_per_round: int | None,
                     padding_fraction={"ours": 1 - real_tokens / ours_tokens,
                                       "peer": 1 - real_tokens / peer_tokens,
                                       "ours_default_buckets": 1 - real_tokens / padded_tokens(
-                                          features.example_lengths, (32, 64, 128))},
+                                          features.example_lengths, default.get_config().buckets)},
                     compile_seconds=compile_seconds, compilations=ours.compilations(),
                     buckets_used=len(needed))
 
@@ -404,9 +405,9 @@ def run(mode: str, glue_dir: Path) -> dict:
     shapes = {k: v.replace(**settings["encoder"]) for k, v in shapes.items()}
   for name in ("minilm", "base"):
     results[f"train_{name}"], ours, peer = measure_train(
-        name, shapes[name], settings["train_batch"][name], rounds, peak)
+        name, shapes[name], settings["train_batch"][name], settings["eval_batch"][name], rounds,
+        peak)
     compile_info[f"train_{name}_seconds"] = ours.compile_seconds
-    ours.evaluator.buckets = Buckets.make((SEQ_LEN,), settings["eval_batch"][name])
     results[f"eval_{name}"] = measure_eval(name, ours, peer, settings["eval_batch"][name],
                                            rounds, settings["torch_compile"])
     results["memory"][name] = peak_rss_mib()
@@ -467,7 +468,7 @@ def results_table(results: dict) -> str:
     padding = e2e["padding_fraction"]
     lines.append(f"- e2e padding (share of computed tokens that are padding): ours "
                  f"{padding['ours']:.0%} (buckets {e2e['buckets']} fitted to MRPC; "
-                 f"{padding['ours_default_buckets']:.0%} with the default 32/64/128, before "
+                 f"{padding['ours_default_buckets']:.0%} with configs/default.py's buckets, before "
                  f"partial last batches), peer {padding['peer']:.0%} (padded to each batch's "
                  "longest)")
   return "\n".join(lines)
