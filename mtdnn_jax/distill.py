@@ -20,6 +20,7 @@ import numpy as np
 from mtdnn_jax.data.features import Features
 from mtdnn_jax.errors import InputError
 from mtdnn_jax.losses import MASKED
+from mtdnn_jax.metrics import compute_metrics
 from mtdnn_jax.models.heads import HeadOutputs
 from mtdnn_jax.submission import read_score_file, write_score_file
 from mtdnn_jax.tasks import TaskDef, TaskType
@@ -37,16 +38,24 @@ def soft_label_path(directory: str | os.PathLike, task: str, split: str) -> Path
   return Path(directory) / f"{task}_{split}_soft.json"
 
 
-def write_ensemble_soft_labels(path: str | os.PathLike, task: TaskDef, predictions: Sequence) -> None:
-  """Averages the teachers' `Predictions` of one split (same examples, same order)."""
+def write_ensemble_soft_labels(path: str | os.PathLike, task: TaskDef,
+                               predictions: Sequence) -> dict[str, float]:
+  """Averages the teachers' `Predictions` of one split (same examples, same order) into a score
+  file; returns (and stores) the ensemble's own metrics on the split when it has gold labels,
+  which is how the teachers as one model compare with a student (docs/RESULTS.md)."""
   uids = predictions[0].uids
   for p in predictions[1:]:
     if p.uids != uids:
       raise ValueError("teachers scored different examples")
   scores = np.mean([np.asarray(p.scores, np.float64) for p in predictions], axis=0)
   best = scores if task.task_type is TaskType.REGRESSION else scores.argmax(-1)
+  metrics = {}
+  if predictions[0].has_gold_labels():
+    metrics = compute_metrics(task, best, scores, predictions[0].labels,
+                              candidate_mask=predictions[0].candidate_mask)
   write_score_file(path, task=task, uids=uids, predictions=best, scores=scores,
-                   metrics={"teachers": float(len(predictions))})
+                   metrics={"teachers": float(len(predictions)), **metrics})
+  return metrics
 
 
 def soft_label_table(path: str | os.PathLike, features: Features, width: int) -> np.ndarray:

@@ -7,7 +7,8 @@
 
 For every task the teachers share (or --tasks), each teacher scores the split with its own
 tokenizer and best checkpoint; the class probabilities (regression: scores) are averaged into
-<output_dir>/<task>_<split>_soft.json.
+<output_dir>/<task>_<split>_soft.json, with the ensemble's own metrics when the split is labelled
+(`--split dev` scores the teachers as one model).
 """
 import sys
 from pathlib import Path
@@ -53,7 +54,9 @@ def main():
       print(f"{name} {args.split}: teacher {run.workdir} (step {run.step}) " +
             " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
     out = soft_label_path(args.output_dir, name, args.split)
-    write_ensemble_soft_labels(out, task, predictions)
+    ensemble = write_ensemble_soft_labels(out, task, predictions)
+    print(f"{name} {args.split}: ensemble of {len(teachers)} teachers " +
+          " ".join(f"{k}={v:.2f}" for k, v in ensemble.items()))
     print(f"{name}: {len(rows)} soft labels from {len(teachers)} teachers -> {out}")
 
 

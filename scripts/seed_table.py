@@ -5,9 +5,11 @@
   python scripts/seed_table.py docs/results/smart_minilm     # the logs kept in the repository
 
 Runs are `<arm>_<task>_seed<n>` workdirs; a cell is mean ± sample standard deviation over the
-seeds found (each at its last evaluated epoch), with the seed count and each seed's value.
+seeds found (each at its last evaluated epoch), with the seed count and each seed's value; then
+the teachers' ensemble scored as one model, from soft_<task>/<task>_dev_soft.json when present.
 """
 import collections
+import json
 import re
 import statistics
 import sys
@@ -43,6 +45,13 @@ def main(out: str) -> None:
         cells.append(f"{name} {statistics.mean(xs):.1f}{spread}")
         values.append(f"{name} " + ", ".join(f"{x:.1f}" for x in xs))
       print(f"| {task} | {title} | {'; '.join(cells)} (n={len(per_seed)}) | {'; '.join(values)} |")
+    ensemble = Path(out) / f"soft_{task}" / f"{task}_dev_soft.json"
+    if ensemble.exists():  # scripts/distill.py --split dev: the teachers as one model
+      metrics = json.loads(ensemble.read_text())["metrics"]
+      teachers = int(metrics.pop("teachers"))
+      cells = "; ".join(f"{name} {value:.1f}" for name, value in metrics.items())
+      print(f"| {task} | ensemble of the {teachers} plain models (probabilities averaged) | "
+            f"{cells} | — |")
 
 
 if __name__ == "__main__":

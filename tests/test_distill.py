@@ -49,9 +49,18 @@ def test_ensemble_soft_labels_and_student(tmp_path, tiny):
     each = []
     for workdir in teachers:
       run = TrainedRun(workdir)
-      each.append(run.predict(name, tokenize_rows(rows, DEMO[name], run.tokenizer, 64)).scores)
-    np.testing.assert_allclose(soft["scores"], np.mean(each, axis=0), atol=1e-5)
+      predictions = run.predict(name, tokenize_rows(rows, DEMO[name], run.tokenizer, 64))
+      each.append(predictions.scores)
+    average, gold = np.mean(each, axis=0), predictions.labels
+    np.testing.assert_allclose(soft["scores"], average, atol=1e-5)
     assert len(soft["uids"]) == 40
+    # The file also scores the teachers as one model (what a student is compared with).
+    if name == "paraphrase":
+      assert soft["metrics"]["ACC"] == pytest.approx(100 * np.mean(average.argmax(-1) == gold))
+    else:
+      assert soft["metrics"]["Pearson"] == pytest.approx(100 * np.corrcoef(average, gold)[0, 1],
+                                                         abs=1e-3)
+    assert soft["metrics"]["teachers"] == 2
 
   student = tmp_path / "student"
   results = train_and_evaluate(

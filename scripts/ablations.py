@@ -1,0 +1,189 @@
+"""One-process A/B runs behind docs/PERFORMANCE.md's table of ideas tried after the benchmark.
+
+  python scripts/ablations.py [--batch 8] [--rounds 5] [--out docs/results/ablations.json] \
+      [layers] [dropout]
+
+Each study compiles a bare BERT-base train step (encoder, a 2-class classifier on [CLS], AdamW,
+float32, sequence length 128) once per variant, then alternates their steps for `--rounds`
+rounds after a warm-up; the JSON gives sequences/s (median, min, max) per variant and each
+variant's ratio to the first one, which is what the project ships:
+  layers    the stacked per-layer weights we use vs each layer's weights as separate arrays;
+  dropout   BERT's dropout as we draw it (flax, 32-bit threefry bits) vs dropout from 16-bit and
+            8-bit random numbers vs attention-probability dropout only, hidden dropout only, and
+            none (the last three are bounds, not legal changes: fine-tuning uses both).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from mtdnn_jax import runtime  # noqa: E402
+from mtdnn_jax.fileio import write_json  # noqa: E402
+from mtdnn_jax.models import bert  # noqa: E402
+from mtdnn_jax.models.config import EncoderConfig  # noqa: E402
+from scripts.benchmark import BERT_BASE, SEQ_LEN, interleaved, summary  # noqa: E402
+
+
+class StackedClassifier(nn.Module):
+  """Our encoder as it ships (layers under an unrolled scan, weights stacked) + a classifier."""
+  config: EncoderConfig
+
+  @nn.compact
+  def __call__(self, input_ids, segment_ids, attention_mask, deterministic):
+    encoded = bert.BertEncoder(self.config, name="encoder")(
+        input_ids, segment_ids, attention_mask, deterministic=deterministic)
+    return nn.Dense(2)(encoded.last_hidden_state[:, 0])
+
+
+class PerLayerClassifier(nn.Module):
+  """The same computation with each layer's weights as their own arrays (a Python loop)."""
+  config: EncoderConfig
+
+  @nn.compact
+  def __call__(self, input_ids, segment_ids, attention_mask, deterministic):
+    x = bert.Embeddings(self.config, name="embeddings")(input_ids, segment_ids,
+                                                        deterministic=deterministic)
+    for i in range(self.config.num_hidden_layers):
+      x, _ = bert.TransformerLayer(self.config, deterministic=deterministic, name=f"layer_{i}")(
+          x, attention_mask.astype(bool))
+    return nn.Dense(2)(x[:, 0])
+
+
+def narrow_bits_dropout(bits_dtype):
+  """A drop-in for flax's nn.Dropout drawing `bits_dtype` random integers per element (jax draws
+  16- or 8-bit numbers from half or a quarter as many 32-bit threefry words)."""
+  levels = np.iinfo(bits_dtype).max + 1
+
+  class NarrowBitsDropout(nn.Module):
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, deterministic):
+      if deterministic or self.rate == 0.0:
+        return x
+      bits = jax.random.bits(self.make_rng("dropout"), x.shape, bits_dtype)
+      keep = bits >= bits_dtype(round(self.rate * levels))  # keeps 1 - rate ± 1/levels
+      return jnp.where(keep, x / (1.0 - self.rate), 0.0).astype(x.dtype)
+
+  return NarrowBitsDropout
+
+
+@contextlib.contextmanager
+def dropout_class(cls):
+  """Swaps the Dropout module the encoder builds while a variant is traced (and compiled)."""
+  original, nn.Dropout = nn.Dropout, cls
+  try:
+    yield
+  finally:
+    nn.Dropout = original
+
+
+@dataclasses.dataclass
+class Variant:
+  model: nn.Module
+  dropout: type = nn.Dropout
+
+
+def compiled_step(variant: Variant, batch: dict, seed: int = 0):
+  """(state, step) for one variant; step(state, round) -> state, already compiled."""
+  inputs = (batch["input_ids"], batch["segment_ids"], batch["attention_mask"])
+  params = nn.unbox(variant.model.init(jax.random.key(seed), *inputs, True)["params"])
+  tx = optax.adamw(1e-5)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def step(state, key):
+    params, opt_state = state
+
+    def loss(p):
+      logits = variant.model.apply({"params": p}, *inputs, False, rngs={"dropout": key})
+      return optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+
+    grads = jax.grad(loss)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  state = (params, tx.init(params))
+  with dropout_class(variant.dropout):
+    state = jax.block_until_ready(step(state, jax.random.key(0)))
+  return state, step
+
+
+def study(variants: dict[str, Variant], batch_size: int, rounds: int, label: str) -> dict:
+  rng = np.random.default_rng(0)
+  batch = {"input_ids": jnp.asarray(rng.integers(1000, 30000, (batch_size, SEQ_LEN)), jnp.int32),
+           "segment_ids": jnp.zeros((batch_size, SEQ_LEN), jnp.int32),
+           "attention_mask": jnp.ones((batch_size, SEQ_LEN), jnp.int32),
+           "labels": jnp.asarray(rng.integers(0, 2, batch_size))}
+  states, steps = {}, {}
+  for name, variant in variants.items():
+    states[name], steps[name] = compiled_step(variant, batch)
+
+  def one_step(name):
+    def work(r):
+      states[name] = jax.block_until_ready(steps[name](states[name], jax.random.key(r)))
+      return batch_size
+    return work
+
+  rates = interleaved({name: one_step(name) for name in variants}, rounds, label)
+  first = np.median(rates[next(iter(variants))])
+  return {name: {"unit": "sequences/s", **summary(r), "ratio": float(np.median(r) / first)}
+          for name, r in rates.items()}
+
+
+def studies(config: EncoderConfig) -> dict[str, dict[str, Variant]]:
+  without = functools.partial(dataclasses.replace, config)
+  return {
+      "layers": {"stacked": Variant(StackedClassifier(config)),
+                 "per_layer_arrays": Variant(PerLayerClassifier(config))},
+      "dropout": {
+          "threefry_32bit": Variant(StackedClassifier(config)),
+          "bits_16": Variant(StackedClassifier(config), narrow_bits_dropout(np.uint16)),
+          "bits_8": Variant(StackedClassifier(config), narrow_bits_dropout(np.uint8)),
+          "attention_dropout_only": Variant(StackedClassifier(without(hidden_dropout_prob=0.0))),
+          "hidden_dropout_only": Variant(StackedClassifier(
+              without(attention_probs_dropout_prob=0.0))),
+          "no_dropout": Variant(StackedClassifier(
+              without(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)))},
+  }
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("studies", nargs="*", help="layers, dropout (default: both)")
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--out", type=Path, default=Path("docs/results/ablations.json"))
+  parser.add_argument("--tiny", action="store_true", help="a 2-layer, 64-wide encoder (tests)")
+  args = parser.parse_args(argv)
+  config = EncoderConfig(**BERT_BASE)
+  if args.tiny:
+    config = dataclasses.replace(config, hidden_size=64, num_hidden_layers=2,
+                                 num_attention_heads=2, intermediate_size=128)
+  available = studies(config)
+  unknown = set(args.studies) - set(available)
+  if unknown:
+    parser.error(f"unknown studies {sorted(unknown)}; choose from {sorted(available)}")
+  results = {"batch_size": args.batch, "sequence_length": SEQ_LEN, "rounds": args.rounds}
+  for name in args.studies or available:
+    results[name] = study(available[name], args.batch, args.rounds, name)
+    for variant, r in results[name].items():
+      print(f"{name:8s} {variant:24s} {r['median']:7.3f} seq/s  ratio {r['ratio']:.3f}")
+  write_json(args.out, results)
+  return results
+
+
+if __name__ == "__main__":
+  runtime.use_fast_allocator()
+  main()

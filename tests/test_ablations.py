@@ -1,0 +1,74 @@
+"""scripts/ablations.py: its variants compute what they claim, so its ratios compare like with
+like. Speed itself is judged by the real run (docs/results/ablations.json), not here."""
+import dataclasses
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mtdnn_jax.models.config import EncoderConfig
+
+TINY = EncoderConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=16)
+
+
+def inputs(batch=2, length=8):
+  ids = jnp.asarray(np.random.default_rng(0).integers(1, 100, (batch, length)), jnp.int32)
+  mask = jnp.ones((batch, length), jnp.int32).at[0, 5:].set(0)
+  return ids, jnp.zeros_like(ids), mask
+
+
+def test_per_layer_arrays_compute_the_stacked_model():
+  from scripts.ablations import PerLayerClassifier, StackedClassifier
+  stacked = nn.unbox(StackedClassifier(TINY).init(jax.random.key(0), *inputs(), True)["params"])
+  layers = stacked["encoder"]["layers"]
+  per_layer = {"embeddings": stacked["encoder"]["embeddings"], "Dense_0": stacked["Dense_0"]}
+  per_layer.update({f"layer_{i}": jax.tree.map(lambda w, i=i: w[i], layers)
+                    for i in range(TINY.num_hidden_layers)})
+  expected = StackedClassifier(TINY).apply({"params": stacked}, *inputs(), True)
+  got = PerLayerClassifier(TINY).apply({"params": per_layer}, *inputs(), True)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bits", [np.uint16, np.uint8])
+def test_narrow_bits_dropout_keeps_one_minus_rate_and_rescales(bits):
+  from scripts.ablations import narrow_bits_dropout
+  x = jnp.ones((400, 500))
+  out = narrow_bits_dropout(bits)(0.1).apply({}, x, False, rngs={"dropout": jax.random.key(3)})
+  kept = np.asarray(out) != 0
+  # 200k Bernoulli draws: the kept share is within 5 standard deviations of 0.9 (± one level).
+  assert abs(kept.mean() - 0.9) < 5 * np.sqrt(0.09 / kept.size) + 1 / (np.iinfo(bits).max + 1)
+  np.testing.assert_allclose(np.asarray(out)[kept], 1 / 0.9, rtol=1e-6)
+
+
+def test_a_dropout_variant_is_traced_with_its_own_dropout():
+  from scripts.ablations import StackedClassifier, dropout_class, narrow_bits_dropout
+  model = StackedClassifier(dataclasses.replace(TINY, hidden_dropout_prob=0.5,
+                                                attention_probs_dropout_prob=0.5))
+  params = nn.unbox(model.init(jax.random.key(0), *inputs(), True)["params"])
+
+  def train_logits():
+    return model.apply({"params": params}, *inputs(), False, rngs={"dropout": jax.random.key(1)})
+
+  flax_dropout = train_logits()
+  with dropout_class(narrow_bits_dropout(np.uint8)):
+    narrow = train_logits()
+  assert nn.Dropout.__module__.startswith("flax")  # restored after the variant
+  assert not np.allclose(narrow, flax_dropout)  # other masks: the swap took effect
+  np.testing.assert_array_equal(train_logits(), flax_dropout)
+
+
+def test_study_record(tmp_path):
+  from scripts import ablations
+  out = tmp_path / "ablations.json"
+  ablations.main(["layers", "--tiny", "--rounds", "1", "--batch", "2", "--out", str(out)])
+  record = json.loads(out.read_text())["layers"]
+  assert set(record) == {"stacked", "per_layer_arrays"}
+  assert record["stacked"]["ratio"] == 1.0
+  for r in record.values():
+    assert 0 < r["min"] <= r["median"] <= r["max"]
+  with pytest.raises(SystemExit):
+    ablations.main(["nonsense", "--out", str(out)])
