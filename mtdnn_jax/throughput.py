@@ -35,9 +35,9 @@ PEAK_FLOPS_PER_DEVICE = {  # device_kind substring → dense bf16 FLOP/s
 }
 
 
-def measured_matmul_peak(size: int = 1024, seconds: float = 0.5) -> float:
-  """FLOP/s of a float32 [size x size] matrix multiply, best of repeated timed rounds."""
-  a = jnp.ones((size, size), jnp.float32)
+def measured_matmul_peak(size: int = 1024, seconds: float = 0.5, dtype: str = "float32") -> float:
+  """FLOP/s of a [size x size] matrix multiply in `dtype`, best of repeated timed rounds."""
+  a = jnp.ones((size, size), dtype)
   matmul = jax.jit(lambda x: x @ x)
   matmul(a).block_until_ready()
   best, deadline = 0.0, time.perf_counter() + seconds

@@ -1,24 +1,30 @@
 """Speed and memory of mtdnn-jax against the PyTorch peer, the two interleaved in one process.
 
-  python scripts/benchmark.py [--quick] [--out results.json] [--report docs/PERFORMANCE.md]
+  python scripts/benchmark.py [--quick] [--precision float32|bfloat16] [--out results.json] \
+      [--report docs/PERFORMANCE.md]
 
 Each measurement is a top-level key of the JSON, with `ours`, `peer` (each median, min, max over
 rounds) and `ratio` = median(ours) / median(peer):
   train_base, train_minilm  our real train step (configs/default.py's sharded multi-task step,
-                            two task heads, AdamW, float32, dropout on) against transformers'
-                            PyTorch BertForSequenceClassification + torch.optim.AdamW with the
-                            same dimensions and batch of full-length sequences; `mfu` for each;
+                            two task heads, AdamW, dropout on) against transformers' PyTorch
+                            BertForSequenceClassification + torch.optim.AdamW with the same
+                            dimensions and batch of full-length sequences; `mfu` for each;
   eval_base, eval_minilm    our jitted batch evaluation (Evaluator: probabilities to the host)
                             against PyTorch under no_grad, and against torch.compile (full run);
   e2e_mrpc                  training examples/s on MRPC's real train set (MiniLM shape): our
                             sampler with 3 buckets fitted to its lengths (config.fit_buckets)
                             and our step, against PyTorch batches padded to their longest
                             member (the reference MT-DNN toolkit's collation);
-  matmul_peak               float32 matrix multiply, XLA and PyTorch, measured in this run;
-  compile, memory           compile seconds and counts; peak resident memory after each stage.
+  matmul_peak               a 2048² matrix multiply, XLA and PyTorch, measured in this run;
+  compile, memory           compile seconds and counts; peak resident memory after each stage
+                            (and accelerator memory high-water marks on a GPU).
 Rounds alternate ours, peer, ours, peer, ...; the warm-up round (and compilation) is excluded.
+Precision: float32 on a CPU by default; on a GPU (where the peer runs on CUDA) bfloat16 compute
+for both (ours: config.model.dtype, cuDNN attention where dropout is off; the peer:
+torch.autocast), weights float32 on both sides.
 MFU = (6 x non-embedding parameters x tokens + 12 x layers x hidden x length² x sequences) /
-time / the XLA matmul peak (mtdnn_jax/throughput.py). `--quick` takes under 5 minutes on 2 cores.
+time / peak, the peak being XLA's measured matmul on a CPU and the data sheet's dense bfloat16
+figure on a GPU (mtdnn_jax/throughput.py). `--quick` takes under 5 minutes on 2 cores.
 """
 from __future__ import annotations
 
@@ -113,10 +119,17 @@ def comparison(ours: list[float], peer: list[float], unit: str, **extra) -> dict
 
 # ------------------------------------------------------------------------------ the contenders
 
-def our_config(batch_size: int, buckets: tuple[int, ...]):
-  """configs/default.py with the optimizer the peer uses; everything else as users run it."""
+def on_gpu() -> bool:
+  return jax.devices()[0].platform == "gpu"
+
+
+def our_config(batch_size: int, buckets: tuple[int, ...], precision: str = "float32"):
+  """configs/default.py with the optimizer the peer uses and the run's compute precision (cuDNN
+  attention in bfloat16 on a GPU, where dropout is off: evaluation); else as users run it."""
   config = default.get_config()
   config.optim.optimizer = "adamw"
+  config.model.dtype = precision
+  config.model.attention_impl = "cudnn" if on_gpu() and precision == "bfloat16" else "xla"
   config.batch_size = config.eval_batch_size = batch_size
   config.buckets = buckets
   config.max_seq_len = buckets[-1]
@@ -127,8 +140,8 @@ class Ours:
   """Our train step and evaluator for one encoder shape, on two GLUE-style classification tasks."""
 
   def __init__(self, encoder_config: EncoderConfig, batch_size: int, buckets: tuple[int, ...],
-               eval_batch_size: int | None = None):
-    self.config = our_config(batch_size, buckets)
+               eval_batch_size: int | None = None, precision: str = "float32"):
+    self.config = our_config(batch_size, buckets, precision)
     self.mesh = make_mesh(dict(self.config.mesh))
     task_defs = load_task_defs(REPO / "configs/task_defs/glue.yml")
     self.tasks = [task_defs["mrpc"], task_defs["rte"]]
@@ -166,12 +179,16 @@ class Ours:
 
 
 class Peer:
-  """transformers' PyTorch BertForSequenceClassification with AdamW: what MT-DNN users run."""
+  """transformers' PyTorch BertForSequenceClassification with AdamW: what MT-DNN users run; on
+  CUDA when there is a GPU, in bfloat16 under torch.autocast when asked (weights stay float32,
+  as ours do)."""
 
-  def __init__(self, encoder_config: EncoderConfig):
+  def __init__(self, encoder_config: EncoderConfig, precision: str = "float32"):
     import torch
     import transformers
     self.torch = torch
+    self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    self.precision = precision
     torch.manual_seed(0)
     config = transformers.BertConfig(
         vocab_size=encoder_config.vocab_size, hidden_size=encoder_config.hidden_size,
@@ -180,31 +197,39 @@ class Peer:
         intermediate_size=encoder_config.intermediate_size,
         max_position_embeddings=encoder_config.max_position_embeddings,
         type_vocab_size=encoder_config.type_vocab_size, num_labels=2)
-    self.model = transformers.BertForSequenceClassification(config)
+    self.model = transformers.BertForSequenceClassification(config).to(self.device)
     self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=5e-5, weight_decay=0.01)
     self.compiled = None
 
+  def tensor(self, array: np.ndarray):
+    return self.torch.from_numpy(np.asarray(array).astype(np.int64)).to(self.device)
+
   def tensors(self, batch: dict[str, np.ndarray]) -> dict:
-    t = self.torch
-    return {"input_ids": t.from_numpy(batch["input_ids"].astype(np.int64)),
-            "token_type_ids": t.from_numpy(batch["segment_ids"].astype(np.int64)),
-            "attention_mask": t.from_numpy(batch["attention_mask"].astype(np.int64))}
+    return {"input_ids": self.tensor(batch["input_ids"]),
+            "token_type_ids": self.tensor(batch["segment_ids"]),
+            "attention_mask": self.tensor(batch["attention_mask"])}
+
+  def autocast(self):
+    return self.torch.autocast(self.device.type, dtype=self.torch.bfloat16,
+                               enabled=self.precision == "bfloat16")
 
   def train(self, batch: dict[str, np.ndarray]) -> float:
     self.model.train()
-    labels = self.torch.from_numpy(np.asarray(batch["labels"]).astype(np.int64))
-    loss = self.model(**self.tensors(batch), labels=labels).loss
+    with self.autocast():
+      loss = self.model(**self.tensors(batch), labels=self.tensor(batch["labels"])).loss
     loss.backward()
     self.optimizer.step()
     self.optimizer.zero_grad(set_to_none=True)
+    if self.device.type == "cuda":  # the step is done when the GPU is, as ours waits for it
+      self.torch.cuda.synchronize()
     return float(len(batch["input_ids"]))
 
   def evaluate(self, batches: list[dict[str, np.ndarray]], compiled: bool = False) -> float:
     self.model.eval()
     model = self.compiled if compiled else self.model
-    with self.torch.no_grad():
+    with self.torch.no_grad(), self.autocast():
       for batch in batches:
-        model(**self.tensors(batch)).logits.softmax(-1).numpy()
+        model(**self.tensors(batch)).logits.float().softmax(-1).cpu().numpy()
     return float(sum(len(b["input_ids"]) for b in batches))
 
 
@@ -231,9 +256,10 @@ def as_features(batch: dict[str, np.ndarray]) -> Features:
 # ------------------------------------------------------------------------------ measurements
 
 def measure_train(name: str, encoder_config: EncoderConfig, batch_size: int,
-                  eval_batch_size: int, rounds: int, peak: float) -> tuple[dict, Ours, Peer]:
-  ours = Ours(encoder_config, batch_size, (SEQ_LEN,), eval_batch_size)
-  peer = Peer(encoder_config)
+                  eval_batch_size: int, rounds: int, peak: float,
+                  precision: str) -> tuple[dict, Ours, Peer]:
+  ours = Ours(encoder_config, batch_size, (SEQ_LEN,), eval_batch_size, precision)
+  peer = Peer(encoder_config, precision)
   batch = full_length_batch(np.random.default_rng(0), batch_size, SEQ_LEN,
                             encoder_config.vocab_size)
   start = time.perf_counter()
@@ -302,7 +328,7 @@ def dynamic_padding_batch(features: Features, rows: np.ndarray, pad_id: int) -> 
 
 
 def measure_e2e(glue_dir: Path, rounds: int, batches_per_round: int | None,
-                encoder_changes: dict) -> dict:
+                encoder_changes: dict, precision: str) -> dict:
   """Examples/s training on MRPC's train set; collation is timed on both sides (tokenization,
   which both toolkits do once before training, is not)."""
   model_dir = load_model_dir(resolve_model_dir("packaged:all-MiniLM-L6-v2"))
@@ -310,7 +336,8 @@ def measure_e2e(glue_dir: Path, rounds: int, batches_per_round: int | None,
   features = mrpc_features(glue_dir, tokenizer)
   encoder_config = model_dir.config.replace(**encoder_changes)
   bucket_lengths = fit_bucket_lengths(features.example_lengths, E2E_BUCKET_COUNT, SEQ_LEN)
-  ours, peer = Ours(encoder_config, E2E_BATCH, bucket_lengths), Peer(encoder_config)
+  ours = Ours(encoder_config, E2E_BATCH, bucket_lengths, precision=precision)
+  peer = Peer(encoder_config, precision)
   buckets = Buckets.make(bucket_lengths, E2E_BATCH)
   special = dict(pad_id=tokenizer.pad_id, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
   sampler = MultiTaskSampler([features], buckets, seed=1, **special)
@@ -363,15 +390,27 @@ def measure_e2e(glue_dir: Path, rounds: int, batches_per_round: int | None,
                     buckets_used=len(needed))
 
 
-def torch_matmul_peak(size: int = 1024, seconds: float = 0.5) -> float:
+def torch_matmul_peak(size: int, seconds: float, precision: str) -> float:
   import torch
-  a = torch.ones(size, size)
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  a = torch.ones(size, size, dtype=getattr(torch, precision), device=device)
   best, deadline = 0.0, time.perf_counter() + seconds
   while time.perf_counter() < deadline:
     start = time.perf_counter()
     a @ a
+    if device == "cuda":
+      torch.cuda.synchronize()
     best = max(best, 2 * size ** 3 / (time.perf_counter() - start))
   return best
+
+
+def device_peak_memory_mib() -> dict[str, float]:
+  """Accelerator memory high-water marks (empty on a CPU, where resident memory says it)."""
+  if not on_gpu():
+    return {}
+  import torch
+  return {"ours": jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 2 ** 20,
+          "peer": torch.cuda.max_memory_allocated() / 2 ** 20}
 
 
 def machine() -> dict:
@@ -390,13 +429,18 @@ def machine() -> dict:
           "transformers": transformers.__version__, "runtime": runtime.describe()}
 
 
-def run(mode: str, glue_dir: Path) -> dict:
+def run(mode: str, glue_dir: Path, precision: str) -> dict:
   settings = SETTINGS[mode]
   rounds = settings["rounds"]
-  results = {"mode": mode, "machine": machine()}
-  peak = throughput.measured_matmul_peak(size=2048, seconds=settings["matmul_seconds"])
-  results["matmul_peak"] = {"unit": "GFLOP/s", "ours": peak / 1e9,
-                            "peer": torch_matmul_peak(2048, settings["matmul_seconds"]) / 1e9}
+  results = {"mode": mode, "precision": precision, "machine": machine()}
+  measured = throughput.measured_matmul_peak(2048, settings["matmul_seconds"], precision)
+  results["matmul_peak"] = {
+      "unit": "GFLOP/s", "ours": measured / 1e9,
+      "peer": torch_matmul_peak(2048, settings["matmul_seconds"], precision) / 1e9}
+  # MFU: against the data sheet on an accelerator, against XLA's measured matmul on a CPU.
+  peak, source = (throughput.machine_peak_flops() if on_gpu()
+                  else (measured, f"measured {precision} matmul (XLA)"))
+  results["mfu_peak"] = {"tflops": peak / 1e12, "source": source}
   results["memory"] = {"unit": "MiB peak resident, cumulative", "start": peak_rss_mib()}
   compile_info = {}
   shapes = {"base": EncoderConfig(**BERT_BASE),
@@ -406,7 +450,7 @@ def run(mode: str, glue_dir: Path) -> dict:
   for name in ("minilm", "base"):
     results[f"train_{name}"], ours, peer = measure_train(
         name, shapes[name], settings["train_batch"][name], settings["eval_batch"][name], rounds,
-        peak)
+        peak, precision)
     compile_info[f"train_{name}_seconds"] = ours.compile_seconds
     results[f"eval_{name}"] = measure_eval(name, ours, peer, settings["eval_batch"][name],
                                            rounds, settings["torch_compile"])
@@ -414,7 +458,7 @@ def run(mode: str, glue_dir: Path) -> dict:
     del ours, peer
   if (glue_dir / "MRPC").is_dir():
     results["e2e_mrpc"] = measure_e2e(glue_dir, rounds, settings["e2e_batches_per_round"],
-                                      settings.get("encoder", {}))
+                                      settings.get("encoder", {}), precision)
     compile_info["e2e_seconds"] = results["e2e_mrpc"]["compile_seconds"]
     compile_info["e2e_compilations"] = results["e2e_mrpc"]["compilations"]
     compile_info["e2e_buckets_used"] = results["e2e_mrpc"]["buckets_used"]
@@ -422,6 +466,7 @@ def run(mode: str, glue_dir: Path) -> dict:
   else:
     results["e2e_mrpc"] = {"skipped": f"no MRPC under {glue_dir}"}
   results["compile"] = compile_info
+  results["device_memory_mib"] = device_peak_memory_mib()
   return results
 
 
@@ -451,12 +496,15 @@ def results_table(results: dict) -> str:
   compile_info = results.get("compile", {})
   lines = [
       f"Measured by `python scripts/benchmark.py{' --quick' if results['mode'] == 'quick' else ''}"
+      f"{' --precision bfloat16' if results['precision'] == 'bfloat16' else ''}"
       f" --report docs/PERFORMANCE.md` in {results['wall_seconds'] / 60:.1f} min on {m['cpu']}, "
       f"{m['cores']} cores, {m['memory_gib']} GiB; jax {m['jax']}, torch {m['torch']}, "
-      f"transformers {m['transformers']}; float32, sequence length {SEQ_LEN} (e2e: MRPC's own "
-      "lengths).", "", *rows, "",
-      f"- matmul peak (float32, 2048²): XLA {results['matmul_peak']['ours']:.0f} GFLOP/s, "
-      f"PyTorch {results['matmul_peak']['peer']:.0f} GFLOP/s; MFU is against XLA's.",
+      f"transformers {m['transformers']}; devices {', '.join(m['devices'])}; "
+      f"{results['precision']}, sequence length {SEQ_LEN} (e2e: MRPC's own lengths).", "", *rows,
+      "",
+      f"- matmul peak ({results['precision']}, 2048²): XLA {results['matmul_peak']['ours']:.0f} "
+      f"GFLOP/s, PyTorch {results['matmul_peak']['peer']:.0f} GFLOP/s; MFU is against "
+      f"{results['mfu_peak']['source']} ({results['mfu_peak']['tflops']:.3g} TFLOP/s).",
       "- compile: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
                                 for k, v in compile_info.items()),
       "- peak resident memory (MiB, cumulative over the run): " + ", ".join(
@@ -498,7 +546,7 @@ def plot(results: dict, path: Path) -> None:
   right.bar(xm + width / 2, [results[k]["mfu"]["peer"] for k in mfu_keys], width, label="PyTorch")
   right.axhline(0.6, color="tab:red", ls="--", lw=1)
   right.set_xticks(xm, [k.replace("train_", "") for k in mfu_keys])
-  right.set_title("train MFU vs XLA matmul peak")
+  right.set_title("train MFU")
   right.legend(fontsize=8)
   fig.tight_layout()
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -526,12 +574,16 @@ def main(argv=None) -> None:
   parser.add_argument("--out", default="benchmark.json", help="where the JSON results go")
   parser.add_argument("--glue_dir", default=str(REPO.parent / "shared/data/glue"),
                       help="GLUE's download layout, for the end-to-end MRPC measurement")
+  parser.add_argument("--precision", choices=("float32", "bfloat16"),
+                      help="compute precision of both sides (default: bfloat16 on a GPU, with "
+                      "cuDNN attention at evaluation; float32 on a CPU)")
   parser.add_argument("--report", help="also rewrite this Markdown file's results section "
                       "(docs/PERFORMANCE.md) and a plot beside it")
   args = parser.parse_args(argv)
   started = time.time()
+  precision = args.precision or ("bfloat16" if on_gpu() else "float32")
   results = run("quick" if args.quick else "smoke" if args.smoke else "full",
-                Path(args.glue_dir))
+                Path(args.glue_dir), precision)
   results["wall_seconds"] = time.time() - started
   write_json(args.out, results)
   print(json.dumps({k: v.get("ratio") for k, v in results.items()

@@ -59,3 +59,28 @@ def test_peer_batches_pad_to_their_longest_sequence():
   assert batch["input_ids"].tolist() == [[1, 2, 0], [3, 4, 5]]
   assert batch["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
   assert batch["labels"].tolist() == [0, 1]
+
+
+def test_bfloat16_mode_computes_in_bfloat16_on_both_sides():
+  """--precision bfloat16 (the default on a GPU): our model computes in bfloat16 with float32
+  weights, the peer under autocast with float32 weights; both sides' train steps run."""
+  import jax
+  import jax.numpy as jnp
+  import torch
+  from mtdnn_jax.models.config import EncoderConfig
+  from scripts.benchmark import Ours, Peer, full_length_batch
+  config = EncoderConfig(vocab_size=2000, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+  batch = full_length_batch(np.random.default_rng(0), 4, 16, config.vocab_size)
+  ours = Ours(config, 4, (16,), precision="bfloat16")
+  assert ours.program.model.dtype == jnp.bfloat16
+  assert ours.train(batch) == 4
+  assert {x.dtype for x in jax.tree.leaves(ours.state["params"])} == {jnp.dtype("float32")}
+  peer = Peer(config, "bfloat16")
+  with torch.no_grad(), peer.autocast():
+    logits = peer.model(**peer.tensors(batch)).logits
+  assert logits.dtype == torch.bfloat16
+  assert peer.train(batch) == 4
+  assert next(peer.model.parameters()).dtype == torch.float32
+  with torch.no_grad(), Peer(config).autocast():  # float32 mode: autocast off
+    assert Peer(config).model(**peer.tensors(batch)).logits.dtype == torch.float32
