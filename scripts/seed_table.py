@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """Markdown table of scripts/smart_results.sh's runs: each arm's dev metrics over seeds.
 
-  python scripts/seed_table.py runs/smart
+  python scripts/seed_table.py runs/smart [--plot docs/results/smart_minilm.png]
   python scripts/seed_table.py docs/results/smart_minilm     # the logs kept in the repository
 
 Runs are `<arm>_<task>_seed<n>` workdirs; a cell is mean ± sample standard deviation over the
 seeds found (each at its last evaluated epoch), with the seed count and each seed's value; then
 the teachers' ensemble scored as one model, from soft_<task>/<task>_dev_soft.json when present.
 """
+import argparse
 import collections
 import json
 import re
@@ -23,16 +24,26 @@ ARMS = {"plain": "plain fine-tuning", "smart": "SMART", "bregman": "SMART + Breg
         "student": "KD student (3-teacher ensemble)"}
 
 
-def main(out: str) -> None:
-  runs = collections.defaultdict(dict)  # (task, arm) -> {seed: metrics}
-  for workdir in sorted(Path(out).iterdir()):
+def collect(out: Path) -> tuple[dict, dict]:
+  """({(task, arm): {seed: metrics}}, {task: (teachers, the ensemble's dev metrics)})."""
+  runs = collections.defaultdict(dict)
+  for workdir in sorted(out.iterdir()):
     match = re.fullmatch(r"([a-z]+)_([a-z0-9]+)_seed(\d+)", workdir.name)
     if match and match[1] in ARMS:
       metrics = last_eval(workdir, match[2])
       if metrics:
         runs[(match[2], match[1])][int(match[3])] = metrics
-  print("| task | arm | " + "dev metric: mean ± std (seeds) | per seed |")
-  print("|---|---|---|---|")
+  ensembles = {}
+  for task in {t for t, _ in runs}:
+    path = out / f"soft_{task}" / f"{task}_dev_soft.json"
+    if path.exists():  # scripts/distill.py --split dev: the teachers as one model
+      metrics = json.loads(path.read_text())["metrics"]
+      ensembles[task] = (int(metrics.pop("teachers")), metrics)
+  return runs, ensembles
+
+
+def table(runs: dict, ensembles: dict) -> str:
+  lines = ["| task | arm | dev metric: mean ± std (seeds) | per seed |", "|---|---|---|---|"]
   for task in sorted({t for t, _ in runs}):
     for arm, title in ARMS.items():
       per_seed = runs.get((task, arm))
@@ -44,15 +55,60 @@ def main(out: str) -> None:
         spread = f" ± {statistics.stdev(xs):.1f}" if len(xs) > 1 else ""  # no spread from one seed
         cells.append(f"{name} {statistics.mean(xs):.1f}{spread}")
         values.append(f"{name} " + ", ".join(f"{x:.1f}" for x in xs))
-      print(f"| {task} | {title} | {'; '.join(cells)} (n={len(per_seed)}) | {'; '.join(values)} |")
-    ensemble = Path(out) / f"soft_{task}" / f"{task}_dev_soft.json"
-    if ensemble.exists():  # scripts/distill.py --split dev: the teachers as one model
-      metrics = json.loads(ensemble.read_text())["metrics"]
-      teachers = int(metrics.pop("teachers"))
+      lines.append(f"| {task} | {title} | {'; '.join(cells)} (n={len(per_seed)}) | "
+                   f"{'; '.join(values)} |")
+    if task in ensembles:
+      teachers, metrics = ensembles[task]
       cells = "; ".join(f"{name} {value:.1f}" for name, value in metrics.items())
-      print(f"| {task} | ensemble of the {teachers} plain models (probabilities averaged) | "
-            f"{cells} | — |")
+      lines.append(f"| {task} | ensemble of the {teachers} plain models (probabilities averaged) "
+                   f"| {cells} | — |")
+  return "\n".join(lines)
+
+
+def plot(runs: dict, ensembles: dict, path: Path) -> None:
+  """One panel per task and metric: each seed's value per arm (dots), their mean (line) ± sample
+  std, and the teachers' ensemble (dashed line)."""
+  from matplotlib.figure import Figure
+  panels = [(task, name) for task in sorted({t for t, _ in runs})
+            for name in next(iter(next(v for (t, _), v in runs.items() if t == task).values()))]
+  fig = Figure(figsize=(3.2 * len(panels), 3.6))
+  for i, (task, name) in enumerate(panels):
+    axes = fig.add_subplot(1, len(panels), i + 1)
+    arms = [arm for arm in ARMS if (task, arm) in runs]
+    for x, arm in enumerate(arms):
+      values = [m[name] for m in runs[(task, arm)].values()]
+      # Mean as a short line and ± sample std as a bar beside the dots: a truncated axis would
+      # make bars from zero lie about the differences.
+      mean = statistics.mean(values)
+      axes.plot([x - 0.25, x + 0.25], [mean, mean], color="black", lw=1.5)
+      if len(values) > 1:
+        axes.errorbar(x + 0.12, mean, yerr=statistics.stdev(values), color="gray", capsize=3)
+      axes.scatter([x - 0.08] * len(values), values, color="tab:blue", s=14, zorder=3)
+    if task in ensembles and name in ensembles[task][1]:
+      axes.axhline(ensembles[task][1][name], color="tab:red", ls="--", lw=1,
+                   label=f"ensemble of {ensembles[task][0]}")
+      axes.legend(fontsize=7, loc="lower right")
+    every = [m[name] for arm in arms for m in runs[(task, arm)].values()]
+    low, high = min(every), max(every)
+    axes.set_ylim(low - 0.2 * (high - low + 1), high + 0.2 * (high - low + 1))
+    axes.set_xlim(-0.6, len(arms) - 0.4)
+    axes.set_xticks(range(len(arms)), [ARMS[a].split(" (")[0].replace(" + ", "\n+ ")
+                                       for a in arms], fontsize=7)
+    axes.set_title(f"{task} dev {name}", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("out", type=Path, help="scripts/smart_results.sh's OUT (or the kept logs)")
+  parser.add_argument("--plot", type=Path, help="also draw the seeds per arm into this PNG")
+  args = parser.parse_args(argv)
+  runs, ensembles = collect(args.out)
+  print(table(runs, ensembles))
+  if args.plot:
+    plot(runs, ensembles, args.plot)
 
 
 if __name__ == "__main__":
-  main(*sys.argv[1:])
+  main()

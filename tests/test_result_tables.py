@@ -21,9 +21,11 @@ def test_seed_table_reports_each_arms_last_epoch_mean_and_sample_std(tmp_path):
   (tmp_path / "soft_mrpc").mkdir()  # not a run, but its dev file scores the teachers' ensemble
   (tmp_path / "soft_mrpc" / "mrpc_dev_soft.json").write_text(json.dumps(
       {"metrics": {"teachers": 3.0, "ACC": 75.25, "F1": 83.0}, "uids": [], "scores": []}))
-  table = subprocess.run([sys.executable, "scripts/seed_table.py", str(tmp_path)], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
+  plot = tmp_path / "seeds.png"
+  table = subprocess.run([sys.executable, "scripts/seed_table.py", str(tmp_path), "--plot",
+                          str(plot)], cwd=REPO, capture_output=True, text=True, check=True).stdout
   # mean 72, sample std of (70, 74) = 2.83
   assert "| mrpc | plain fine-tuning | ACC 72.0 ± 2.8 (n=2) | ACC 70.0, 74.0 |" in table
   assert "| mrpc | SMART | ACC 71.0 (n=1) | ACC 71.0 |" in table
   assert "| mrpc | ensemble of the 3 plain models (probabilities averaged) | ACC 75.2; F1 83.0 |" in table
+  assert plot.stat().st_size > 10_000
