@@ -88,4 +88,7 @@ def soft_outputs(soft_labels, student: HeadOutputs) -> HeadOutputs:
   log_probs = jnp.where(soft_labels > 0, jnp.log(jnp.maximum(soft_labels, 1e-30)), MASKED)
   if student.logits is None:  # ranking: one probability per candidate
     return HeadOutputs(None, log_probs[:, :student.scores.shape[-1]])
-  return HeadOutputs(log_probs[:, :student.logits.shape[-1]], soft_labels[:, 0])
+  # A regression score only where the student has scorer heads (a classification-only model has
+  # no scores to compare it with).
+  scores = None if student.scores is None else soft_labels[:, 0]
+  return HeadOutputs(log_probs[:, :student.logits.shape[-1]], scores)

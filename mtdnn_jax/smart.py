@@ -98,7 +98,7 @@ class PredictionDivergence:
       p_logits, q_logits = p.logits, q.logits
     per_divergence = jnp.stack([DIVERGENCES[n](p_logits, q_logits) for n in self.used])
     divergence = per_divergence[self.code[task_id], jnp.arange(task_id.shape[0])]
-    if p.logits is not None and p.scores is not None:
+    if p.logits is not None and p.scores is not None and q.scores is not None:
       is_scorer = jnp.asarray(self.layout.kind_code())[task_id] == KINDS.index("scorer")
       divergence = jnp.where(is_scorer, mean_squared_error(p.scores, q.scores), divergence)
     return divergence

@@ -26,7 +26,8 @@ for t in $TASKS; do
   for s in $SEEDS; do teachers+=("$OUT/plain_${t}_seed$s"); done
   for split in train dev; do  # train: the students' soft labels; dev: the ensemble's own score
     [ -f "$OUT/soft_$t/${t}_${split}_soft.json" ] || python scripts/distill.py \
-        --teachers "${teachers[@]}" --output_dir "$OUT/soft_$t" --tasks $t --split $split
+        --teachers "${teachers[@]}" --output_dir "$OUT/soft_$t" --tasks $t --split $split \
+        --which latest  # the checkpoints the table reports, not ones picked on dev
   done
   for s in $SEEDS; do
     run configs/distill.py:$t "$OUT/student_${t}_seed$s" --config.seed=$s \

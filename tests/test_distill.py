@@ -28,6 +28,18 @@ def test_kd_loss_hand_computed():
   np.testing.assert_allclose(got, [expected_kl, (3.0 - 2.5) ** 2], rtol=1e-5)
 
 
+def test_kd_loss_of_a_classification_only_model():
+  """A student with no regression head (one GLUE classification task) has no scores."""
+  tasks = [DEMO["paraphrase"]]
+  kd = smart.PredictionDivergence(tasks, head_layout(tasks), "kd_loss", default="KlCriterion")
+  student = HeadOutputs(jnp.log(jnp.array([[0.25, 0.75]])), None)
+  teachers = distill.soft_outputs(jnp.array([[0.5, 0.5]]), student)
+  assert teachers.scores is None
+  got = np.asarray(kd(teachers, student, {"task_id": jnp.array([0])}))
+  np.testing.assert_allclose(got, [0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75)],
+                             rtol=1e-5)
+
+
 
 
 def test_ensemble_soft_labels_and_student(tmp_path, tiny):
