@@ -178,6 +178,12 @@ class Ours:
     return self.program.train_step._cache_size()
 
 
+def torch_device() -> str:
+  """Where the peer runs: CUDA when PyTorch sees a GPU."""
+  import torch
+  return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class Peer:
   """transformers' PyTorch BertForSequenceClassification with AdamW: what MT-DNN users run; on
   CUDA when there is a GPU, in bfloat16 under torch.autocast when asked (weights stay float32,
@@ -187,7 +193,7 @@ class Peer:
     import torch
     import transformers
     self.torch = torch
-    self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    self.device = torch.device(torch_device())
     self.precision = precision
     torch.manual_seed(0)
     config = transformers.BertConfig(
@@ -392,7 +398,7 @@ def measure_e2e(glue_dir: Path, rounds: int, batches_per_round: int | None,
 
 def torch_matmul_peak(size: int, seconds: float, precision: str) -> float:
   import torch
-  device = "cuda" if torch.cuda.is_available() else "cpu"
+  device = torch_device()
   a = torch.ones(size, size, dtype=getattr(torch, precision), device=device)
   best, deadline = 0.0, time.perf_counter() + seconds
   while time.perf_counter() < deadline:

@@ -18,6 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mtdnn_jax import cli  # noqa: E402
 
 
+def formatted(metrics: dict[str, float]) -> str:
+  return " ".join(f"{k}={v:.2f}" for k, v in metrics.items())
+
+
 def main():
   p = cli.parser(__doc__)
   p.add_argument("--teachers", nargs="+", required=True, help="scripts/train.py workdirs")
@@ -52,11 +56,11 @@ def main():
       predictions.append(run.predict(name, features))
       metrics = predictions[-1].metrics(task)
       print(f"{name} {args.split}: teacher {run.workdir} (step {run.step}) " +
-            " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
+            formatted(metrics))
     out = soft_label_path(args.output_dir, name, args.split)
     ensemble = write_ensemble_soft_labels(out, task, predictions)
     print(f"{name} {args.split}: ensemble of {len(teachers)} teachers " +
-          " ".join(f"{k}={v:.2f}" for k, v in ensemble.items()))
+          formatted(ensemble))
     print(f"{name}: {len(rows)} soft labels from {len(teachers)} teachers -> {out}")
 
 

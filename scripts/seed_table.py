@@ -42,6 +42,12 @@ def collect(out: Path) -> tuple[dict, dict]:
   return runs, ensembles
 
 
+def metric_names(runs: dict, task: str) -> list[str]:
+  """The task's metrics, as its first run logged them."""
+  first = next(per_seed for (t, _), per_seed in runs.items() if t == task)
+  return list(next(iter(first.values())))
+
+
 def table(runs: dict, ensembles: dict) -> str:
   lines = ["| task | arm | dev metric: mean ± std (seeds) | per seed |", "|---|---|---|---|"]
   for task in sorted({t for t, _ in runs}):
@@ -50,7 +56,7 @@ def table(runs: dict, ensembles: dict) -> str:
       if not per_seed:
         continue
       cells, values = [], []
-      for name in next(iter(per_seed.values())):
+      for name in metric_names(runs, task):
         xs = [m[name] for _, m in sorted(per_seed.items())]
         spread = f" ± {statistics.stdev(xs):.1f}" if len(xs) > 1 else ""  # no spread from one seed
         cells.append(f"{name} {statistics.mean(xs):.1f}{spread}")
@@ -70,7 +76,7 @@ def plot(runs: dict, ensembles: dict, path: Path) -> None:
   std, and the teachers' ensemble (dashed line)."""
   from matplotlib.figure import Figure
   panels = [(task, name) for task in sorted({t for t, _ in runs})
-            for name in next(iter(next(v for (t, _), v in runs.items() if t == task).values()))]
+            for name in metric_names(runs, task)]
   fig = Figure(figsize=(3.2 * len(panels), 3.6))
   for i, (task, name) in enumerate(panels):
     axes = fig.add_subplot(1, len(panels), i + 1)
