@@ -1,13 +1,24 @@
-# Shared by the scripts that reproduce docs/RESULTS.md (source it after setting COMMON).
-# run CONFIG WORKDIR [FLAGS...]: trains unless WORKDIR already holds a finished run (its plot),
-#   with the script's COMMON flags; an interrupted run resumes from its checkpoints.
-run() { [ -f "$2/training.png" ] || python scripts/train.py --config "$1" --workdir "$2" "${COMMON[@]}" "${@:3}"; }
-# keep_logs OUT DEST: copies every finished run's small logs under OUT into DEST/<run>/, the
-#   evidence kept in the repository (checkpoints stay out).
+# Shared by the scripts that reproduce docs/RESULTS.md (source it after setting COMMON; set KEEP
+# to the folder under docs/results where finished runs' logs are kept as evidence).
+# train_run CONFIG WORKDIR [FLAGS...]: trains unless WORKDIR already holds a finished run (its
+#   plot), with the script's COMMON flags; an interrupted run resumes from its checkpoints. A
+#   finished run's small logs are copied to KEEP at once, so evidence accumulates run by run.
+train_run() {
+  [ -f "$2/training.png" ] || python scripts/train.py --config "$1" --workdir "$2" "${COMMON[@]}" "${@:3}"
+  [ -z "${KEEP:-}" ] || keep_run "$2" "$KEEP"
+}
+# run CONFIG WORKDIR [FLAGS...]: train_run, skipped when KEEP already holds the run's logs (a run
+#   finished in an earlier session, whose workdir is gone: runs are deterministic on a CPU).
+run() { [ -n "${KEEP:-}" ] && [ -f "$KEEP/$(basename "$2")/metrics.jsonl" ] || train_run "$@"; }
+# keep_run WORKDIR DEST: copies a run's metrics.jsonl and config.json into DEST/<run>/.
+keep_run() {
+  mkdir -p "$2/$(basename "$1")"
+  cp "$1/metrics.jsonl" "$1/config.json" "$2/$(basename "$1")/"
+}
+# keep_logs OUT DEST: keep_run for every finished run under OUT (checkpoints stay out).
 keep_logs() {
   for workdir in "$1"/*/; do
-    [ -f "$workdir/metrics.jsonl" ] || continue
-    mkdir -p "$2/$(basename "$workdir")"
-    cp "$workdir/metrics.jsonl" "$workdir/config.json" "$2/$(basename "$workdir")/"
+    [ -f "$workdir/training.png" ] && keep_run "${workdir%/}" "$2"
   done
+  return 0
 }
