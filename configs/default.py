@@ -13,6 +13,7 @@ from mtdnn_jax.distributed import default_distributed_config
 from mtdnn_jax.optim import default_optim_config
 from mtdnn_jax.sharding import DEFAULT_PRESET
 from mtdnn_jax.smart import default_smart_config
+from mtdnn_jax.tickets import default_tickets_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -54,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.smart = default_smart_config()  # adversarial regularisation and Bregman proximal point
   config.distill = default_distill_config()  # knowledge distillation from soft labels
   config.squad = default_squad_config()  # span tasks: context windows and answer decoding
+  config.tickets = default_tickets_config()  # super tickets: train under per-task pruning masks
   # Devices: mesh axes data × fsdp × model (-1: all remaining devices); parameters are laid out
   # by a preset (data_parallel, fsdp, tensor_parallel), or by an explicit table of
   # (logical axis, mesh axis or None) pairs in logical_axis_rules when that is not empty.

@@ -254,6 +254,7 @@ class TrainedRun:
     from mtdnn_jax.models.heads import head_layout
     from mtdnn_jax.pretrained import resolve_model_dir
     from mtdnn_jax.sharding import make_mesh
+    from mtdnn_jax.tickets import load_for_run
     from mtdnn_jax.train import DTYPES, selected_tasks
 
     self.workdir = Path(workdir)
@@ -271,6 +272,9 @@ class TrainedRun:
     checkpoints = Checkpoints(self.workdir, asynchronous=False)
     self.step, self.params = checkpoints.restore_params(which)
     checkpoints.close()
+    # A run trained under a super ticket is evaluated under it, each task with its own masks.
+    self.ticket = load_for_run(self.config, [t.name for t in self.tasks], model_dir.config,
+                               self.workdir)
     self._mesh = make_mesh({"data": -1, "model": 1})
 
   def task_id(self, name: str) -> int:
@@ -288,4 +292,5 @@ class TrainedRun:
                           Buckets.make(self.config.buckets, self.config.eval_batch_size),
                           (tok.pad_id, tok.cls_id, tok.sep_id),
                           {task_id: features.max_candidates} if features.max_candidates else None)
-    return evaluator.predict(self.params, task_id, self.tasks[task_id], features)
+    params = self.params if self.ticket is None else self.ticket.apply(self.params, task_id)
+    return evaluator.predict(params, task_id, self.tasks[task_id], features)

@@ -44,6 +44,19 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iter
     raise
 
 
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+  """A JSON document; a missing or malformed file is an InputError naming it (and the line)."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise InputError(path, f"{what} not found") from None
+  except json.JSONDecodeError as e:
+    raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
+  except UnicodeDecodeError as e:
+    raise InputError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
   with atomic_file(path) as f:
     json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False)

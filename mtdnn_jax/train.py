@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from mtdnn_jax import distill, distributed, optim, smart, throughput
+from mtdnn_jax import distill, distributed, optim, smart, throughput, tickets
 from mtdnn_jax.checkpoint import Checkpoints
 from mtdnn_jax.data.batching import Buckets, fit_bucket_lengths
 from mtdnn_jax.data.canonical import canonical_path, read_canonical
@@ -106,7 +106,8 @@ def make_train_step(model: MTDNN, layout: HeadLayout, tx: optax.GradientTransfor
                     divergence: smart.PredictionDivergence | None = None,
                     distill_config: ml_collections.ConfigDict | None = None,
                     kd_divergence: smart.PredictionDivergence | None = None,
-                    has_soft_labels: np.ndarray | None = None):
+                    has_soft_labels: np.ndarray | None = None,
+                    ticket: tickets.Tickets | None = None):
   adversarial = bool(smart_config and smart_config.adv_train)
   bregman = bool(smart_config and smart_config.bregman)
   distilling = has_soft_labels is not None
@@ -115,7 +116,11 @@ def make_train_step(model: MTDNN, layout: HeadLayout, tx: optax.GradientTransfor
     dropout_rng = jax.random.fold_in(state["rng"], state["step"])
 
     def loss_fn(params):
-      def apply(perturbation=None, variables=params):
+      # Under a super ticket the batch's task (batches hold one task) sees the encoder through
+      # its masks, so its pruned heads and neurons neither act nor receive gradient.
+      masked = (lambda p: p) if ticket is None else (lambda p: ticket.apply(p, batch["task_id"][0]))
+
+      def apply(perturbation=None, variables=masked(params)):
         # One dropout key for every pass of this step: SMART's clean, perturbed and teacher
         # predictions differ only by what is being compared.
         return model.apply({"params": variables}, batch["input_ids"], batch["segment_ids"],
@@ -140,7 +145,7 @@ def make_train_step(model: MTDNN, layout: HeadLayout, tx: optax.GradientTransfor
             smart_config)
         loss = loss + smart_config.adv_alpha * terms["smart_regularizer"]
       if bregman:
-        teacher = jax.lax.stop_gradient(apply(variables=state["teacher_params"]))
+        teacher = jax.lax.stop_gradient(apply(variables=masked(state["teacher_params"])))
         terms["bregman"] = weighted_mean(divergence(outputs, teacher, batch), batch["weights"])
         loss = loss + smart_config.bregman_mu * terms["bregman"]
       return loss, terms
@@ -211,6 +216,9 @@ def check_config(config: ml_collections.ConfigDict, mesh) -> None:
     raise InputError(None, "must be positive", field="config.num_epochs")
   optim.check_optim_config(config.optim)
   smart.check_smart_config(config.smart)
+  if config.tickets.file and config.sampler.mixed:
+    raise InputError(None, "a super ticket masks the encoder per task, so batches must hold one "
+                     "task: set config.sampler.mixed=False", field="config.tickets.file")
 
 
 # ------------------------------------------------------------------------------ the program
@@ -242,7 +250,8 @@ class TrainProgram:
 def build_train_program(config: ml_collections.ConfigDict, encoder_config: EncoderConfig,
                         tasks: list[TaskDef], layout: HeadLayout, mesh, total_steps: int,
                         has_soft_labels: np.ndarray | None = None,
-                        report_layout: bool = False) -> TrainProgram:
+                        report_layout: bool = False,
+                        ticket: tickets.Tickets | None = None) -> TrainProgram:
   """The model and optimizer of `config`, the state's shardings from the parameters' logical
   axis names, and the train step as one jit with explicit shardings."""
   model = MTDNN(encoder_config, layout, DTYPES[config.model.dtype],
@@ -292,7 +301,7 @@ def build_train_program(config: ml_collections.ConfigDict, encoder_config: Encod
                       distill_config=config.distill,
                       kd_divergence=smart.PredictionDivergence(tasks, layout, "kd_loss",
                                                                default="KlCriterion"),
-                      has_soft_labels=has_soft_labels),
+                      has_soft_labels=has_soft_labels, ticket=ticket),
       in_shardings=(state_shardings, None), out_shardings=(state_shardings, replicated(mesh)),
       donate_argnums=0)
   return TrainProgram(model, tx, ema_decay, state_shardings,
@@ -369,12 +378,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                        f"<task>_{config.train_split}_soft.json from scripts/distill.py)",
                        field="config.distill.soft_labels_dir")
   total_steps = config.num_epochs * steps_per_epoch
+  ticket = tickets.load_for_run(config, [t.name for t in tasks], model_dir.config, workdir)
+  if ticket is not None and is_writer:
+    print(f"super ticket: {ticket.summary()}")
 
   # --- model, optimizer, state shardings and the jitted step
   program = build_train_program(
       config, model_dir.config, tasks, layout, mesh, total_steps,
       has_soft_labels=None if soft_tables is None else np.array([len(t) > 0 for t in soft_tables]),
-      report_layout=is_writer)
+      report_layout=is_writer, ticket=ticket)
   model, ema_decay, train_step = program.model, program.ema_decay, program.train_step
 
   # --- state: initialised, or restored with the sampler's position
@@ -395,11 +407,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if is_writer:
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "config.json", config_json)
+    if ticket is not None:  # the run's own copy: evaluation and predict.py read this one
+      ticket.write(workdir / tickets.WORKDIR_TICKET)
 
   # --- the loop
   log = MetricsLog(workdir, enabled=is_writer)
   results: dict[str, Any] = {}
   stop_at = config.stop_at_step or total_steps
+
+  ticketed = ((lambda params, task_id: params) if ticket is None
+              else jax.jit(ticket.apply))  # each task's model under its ticket
 
   def evaluate_epoch(state, step):
     """Every evaluation split: metrics logged, score files written, the best model kept."""
@@ -407,7 +424,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     params = state["ema_params"] if ema_decay > 0 else state["params"]
     evaluated = {}
     for task_id, task, split, split_features, words in eval_sets:
-      metrics = evaluator.evaluate(params, task_id, task, split, split_features,
+      metrics = evaluator.evaluate(ticketed(params, task_id), task_id, task, split, split_features,
                                    workdir / "predictions" / f"epoch_{epoch}", words,
                                    span_data.get((task.name, split)))
       if metrics:
