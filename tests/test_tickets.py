@@ -211,3 +211,16 @@ def test_training_under_a_shared_ticket(tmp_path, tiny):
       jnp.asarray(ffn["sts"], jnp.float32)))
   np.testing.assert_allclose(run.predict("sts", features).scores, under_ticket, atol=1e-6)
   assert np.abs(unmasked - under_ticket).max() > 1e-4
+
+  # Exported as one task's pruned encoder: that task's pruned rows are zero, the rest as trained.
+  refused = run_cli("scripts/strip_model.py", "--workdir", str(run_dir), "--which", "latest",
+                    "--output", str(tmp_path / "nope"))
+  assert refused.returncode == 2 and "--task: " in refused.stderr
+  exported = run_cli("scripts/strip_model.py", "--workdir", str(run_dir), "--which", "latest",
+                     "--task", "sts", "--output", str(tmp_path / "sts_encoder"))
+  assert exported.returncode == 0, exported.stderr[-2000:]
+  out_heads, out_ffn = tickets.output_rows(load_model_dir(tmp_path / "sts_encoder").params)
+  sts_heads = np.array(heads["sts"], bool)
+  np.testing.assert_array_equal(np.asarray(out_heads)[~sts_heads], 0.0)
+  np.testing.assert_array_equal(np.asarray(out_heads)[sts_heads], end_heads[sts_heads])
+  np.testing.assert_array_equal(np.asarray(out_ffn)[~ffn["sts"].astype(bool)], 0.0)
