@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import os
 from typing import Any
 
 from mtdnn_jax.errors import InputError
+from mtdnn_jax.fileio import read_json
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish")
 
@@ -103,13 +103,7 @@ class EncoderConfig:
 
   @classmethod
   def from_json_file(cls, path: str | os.PathLike) -> EncoderConfig:
-    try:
-      with open(path, encoding="utf-8") as f:
-        d = json.load(f)
-    except FileNotFoundError:
-      raise InputError(path, "config file not found") from None
-    except json.JSONDecodeError as e:
-      raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
+    d = read_json(path, "config file")
     if not isinstance(d, dict):
       raise InputError(path, "expected a JSON object")
     return cls.from_dict(d, path)
