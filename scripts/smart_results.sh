@@ -22,21 +22,25 @@ COMMON=(--config.data_dir=data/glue --config.num_epochs=2
 source scripts/results_lib.sh
 for t in $TASKS; do
   soft="$KEEP/soft_$t"  # the ensemble's soft labels, kept so students need no teachers later
+  splits=()  # soft-label files still to write: train feeds the students, dev scores the ensemble
+  [ -f "$soft/${t}_dev_soft.json" ] || splits+=(dev)
+  if [ ! -f "$soft/${t}_train_soft.json" ]; then
+    for s in $SEEDS; do
+      [ -f "$KEEP/student_${t}_seed$s/metrics.jsonl" ] || { splits+=(train); break; }
+    done
+  fi
   # The plain models first: they are the teachers, so the KD comparison is complete before the
-  # (twice as costly) SMART arms start. Without kept soft labels their checkpoints are needed.
+  # (twice as costly) SMART arms start. Soft labels still to write need their checkpoints here.
+  teach=run
+  [ ${#splits[@]} -eq 0 ] || teach=train_run
   teachers=()
   for s in $SEEDS; do
-    if [ -f "$soft/${t}_train_soft.json" ]; then
-      run configs/single_task.py:$t "$OUT/plain_${t}_seed$s" --config.seed=$s
-    else
-      train_run configs/single_task.py:$t "$OUT/plain_${t}_seed$s" --config.seed=$s
-    fi
+    $teach configs/single_task.py:$t "$OUT/plain_${t}_seed$s" --config.seed=$s
     teachers+=("$OUT/plain_${t}_seed$s")
   done
-  for split in train dev; do  # train: the students' soft labels; dev: the ensemble's own score
-    [ -f "$soft/${t}_${split}_soft.json" ] || python scripts/distill.py \
-        --teachers "${teachers[@]}" --output_dir "$soft" --tasks $t --split $split \
-        --which latest  # the checkpoints the table reports, not ones picked on dev
+  for split in "${splits[@]}"; do
+    python scripts/distill.py --teachers "${teachers[@]}" --output_dir "$soft" --tasks $t \
+        --split $split --which latest  # the checkpoints the table reports, not ones picked on dev
   done
   for s in $SEEDS; do
     run configs/distill.py:$t "$OUT/student_${t}_seed$s" --config.seed=$s \

@@ -60,3 +60,87 @@ def test_keep_logs_keeps_only_finished_runs(tmp_path):
   assert len(calls) == 1
   assert (tmp_path / "dest/done/metrics.jsonl").is_file()
   assert not (tmp_path / "dest/interrupted").exists()  # its last epoch is not the run's result
+
+
+FAKE_PYTHON = r'''#!/usr/bin/env bash
+# Stands in for python: records the command; a training run leaves a finished workdir, a
+# distillation its soft-label file.
+echo "$*" >> "$CALLS"
+args=" $* "
+if [[ $1 == scripts/train.py ]]; then
+  workdir=$(sed -E 's/.* --workdir ([^ ]+) .*/\1/' <<< "$args")
+  mkdir -p "$workdir"; echo '{}' > "$workdir/metrics.jsonl"; echo '{}' > "$workdir/config.json"
+  touch "$workdir/training.png"
+elif [[ $1 == scripts/distill.py ]]; then
+  out=$(sed -E 's/.* --output_dir ([^ ]+) .*/\1/' <<< "$args")
+  task=$(sed -E 's/.* --tasks ([^ ]+) .*/\1/' <<< "$args")
+  split=$(sed -E 's/.* --split ([^ ]+) .*/\1/' <<< "$args")
+  mkdir -p "$out"; echo '{}' > "$out/${task}_${split}_soft.json"
+fi
+'''
+
+
+def smart_results(tmp_path, kept: dict[str, bool] = {}) -> list[str]:
+  """Runs scripts/smart_results.sh (TASKS=mrpc) in a copy of its folder with a stand-in python;
+  `kept`: runs and soft-label files an earlier session left in docs/results/smart_minilm."""
+  (tmp_path / "scripts").mkdir()
+  for name in ("smart_results.sh", "results_lib.sh"):
+    (tmp_path / "scripts" / name).write_text((REPO / "scripts" / name).read_text())
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "python").write_text(FAKE_PYTHON)
+  (bin_dir / "python").chmod(0o755)
+  keep = tmp_path / "docs/results/smart_minilm"
+  for name in kept:
+    target = keep / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if name.endswith(".json"):
+      target.write_text("{}")
+    else:
+      target.mkdir()
+      (target / "metrics.jsonl").write_text("{}\n")
+  calls = tmp_path / "calls.txt"
+  calls.write_text("")
+  env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(calls), "TASKS": "mrpc"}
+  subprocess.run(["bash", str(tmp_path / "scripts/smart_results.sh")], env=env, check=True)
+  return [summary(c.split()) for c in calls.read_text().splitlines()]
+
+
+def summary(argv: list[str]) -> str:
+  """A call as its script and what it makes: a train run's workdir, a distillation's split."""
+  flag = {"scripts/train.py": "--workdir", "scripts/distill.py": "--split"}.get(argv[0])
+  return f"{argv[0]} {argv[argv.index(flag) + 1]}" if flag else argv[0]
+
+
+def test_smart_results_order_on_a_fresh_machine(tmp_path):
+  calls = smart_results(tmp_path)
+  arms = [f"scripts/train.py runs/smart/{arm}_mrpc_seed{s}" for s in (1, 2, 3)
+          for arm in ("smart", "bregman")]
+  assert calls == (
+      ["scripts/prepro.py"] +
+      [f"scripts/train.py runs/smart/plain_mrpc_seed{s}" for s in (1, 2, 3)] +
+      ["scripts/distill.py dev", "scripts/distill.py train"] +
+      [f"scripts/train.py runs/smart/student_mrpc_seed{s}" for s in (1, 2, 3)] + arms +
+      ["scripts/seed_table.py"])
+  keep = tmp_path / "docs/results/smart_minilm"
+  assert (keep / "soft_mrpc/mrpc_train_soft.json").is_file()
+  assert (keep / "bregman_mrpc_seed3/metrics.jsonl").is_file()
+
+
+def test_smart_results_resumes_from_what_an_earlier_session_kept(tmp_path):
+  """Every run kept and only the dev soft labels (as MRPC was left): nothing is trained."""
+  runs = [f"{arm}_mrpc_seed{s}" for arm in ("plain", "student", "smart", "bregman")
+          for s in (1, 2, 3)]
+  calls = smart_results(tmp_path, dict.fromkeys(runs + ["soft_mrpc/mrpc_dev_soft.json"]))
+  assert calls == ["scripts/prepro.py", "scripts/seed_table.py"]
+
+
+def test_smart_results_retrains_teachers_whose_soft_labels_are_missing(tmp_path):
+  """The plain runs kept, but no soft labels and a student to train: the teachers' checkpoints
+  are gone with the earlier session's machine, so they are trained again (deterministically)."""
+  runs = [f"plain_mrpc_seed{s}" for s in (1, 2, 3)] + ["student_mrpc_seed1"]
+  calls = smart_results(tmp_path, dict.fromkeys(runs))
+  assert calls[1:6] == ([f"scripts/train.py runs/smart/plain_mrpc_seed{s}" for s in (1, 2, 3)] +
+                        ["scripts/distill.py dev", "scripts/distill.py train"])
+  assert "scripts/train.py runs/smart/student_mrpc_seed1" not in calls
+  assert "scripts/train.py runs/smart/student_mrpc_seed2" in calls
