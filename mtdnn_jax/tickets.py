@@ -62,11 +62,13 @@ def mask_encoder(encoder_params, head_mask: jax.Array, ffn_mask: jax.Array):
   """The encoder's parameters with each head's and neuron's output rows multiplied by its mask
   ([layers, heads], [layers, intermediate])."""
   head_kernel, ffn_kernel = output_rows(encoder_params)
-  layers = dict(encoder_params["layers"])
-  layers["attention"] = dict(layers["attention"])
-  layers["attention"]["out"] = dict(layers["attention"]["out"],
-                                    kernel=head_kernel * head_mask[..., None, None].astype(head_kernel.dtype))
-  layers["output"] = dict(layers["output"], kernel=ffn_kernel * ffn_mask[..., None].astype(ffn_kernel.dtype))
+  layers = dict(encoder_params["layers"])  # new dicts on the way down: the input is not changed
+  attention = dict(layers["attention"])
+  attention["out"] = dict(attention["out"],
+                          kernel=head_kernel * head_mask[..., None, None].astype(head_kernel.dtype))
+  layers["attention"] = attention
+  layers["output"] = dict(layers["output"],
+                          kernel=ffn_kernel * ffn_mask[..., None].astype(ffn_kernel.dtype))
   return dict(encoder_params, layers=layers)
 
 

@@ -30,7 +30,8 @@ def fractions(text: str, field: str) -> list[float]:
   try:
     values = [float(x) for x in text.split(",") if x.strip()]
   except ValueError:
-    raise InputError(None, f"expected comma-separated fractions, got {text!r}", field=field) from None
+    raise InputError(None, f"expected comma-separated fractions, got {text!r}",
+                     field=field) from None
   if not values or not all(0 <= v < 1 for v in values):
     raise InputError(None, f"each sparsity must be in [0, 1), got {text!r}", field=field)
   return values
