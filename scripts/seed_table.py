@@ -66,7 +66,7 @@ def table(runs: dict, ensembles: dict) -> str:
     if task in ensembles:
       teachers, metrics = ensembles[task]
       cells = "; ".join(f"{name} {value:.1f}" for name, value in metrics.items())
-      lines.append(f"| {task} | ensemble of the {teachers} plain models (probabilities averaged) "
+      lines.append(f"| {task} | ensemble of the {teachers} plain models (their predictions averaged) "
                    f"| {cells} | — |")
   return "\n".join(lines)
 

@@ -27,5 +27,5 @@ def test_seed_table_reports_each_arms_last_epoch_mean_and_sample_std(tmp_path):
   # mean 72, sample std of (70, 74) = 2.83
   assert "| mrpc | plain fine-tuning | ACC 72.0 ± 2.8 (n=2) | ACC 70.0, 74.0 |" in table
   assert "| mrpc | SMART | ACC 71.0 (n=1) | ACC 71.0 |" in table
-  assert "| mrpc | ensemble of the 3 plain models (probabilities averaged) | ACC 75.2; F1 83.0 |" in table
+  assert "| mrpc | ensemble of the 3 plain models (their predictions averaged) | ACC 75.2; F1 83.0 |" in table
   assert plot.stat().st_size > 10_000
