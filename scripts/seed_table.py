@@ -95,6 +95,8 @@ def plot(runs: dict, ensembles: dict, path: Path) -> None:
                    label=f"ensemble of {ensembles[task][0]}")
       axes.legend(fontsize=7, loc="lower right")
     every = [m[name] for arm in arms for m in runs[(task, arm)].values()]
+    if task in ensembles and name in ensembles[task][1]:
+      every.append(ensembles[task][1][name])  # the ensemble's line stays in view
     low, high = min(every), max(every)
     axes.set_ylim(low - 0.2 * (high - low + 1), high + 0.2 * (high - low + 1))
     axes.set_xlim(-0.6, len(arms) - 0.4)
