@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from mtdnn_jax import tickets
 from mtdnn_jax.data.batching import Buckets, eval_batches
 from mtdnn_jax.data.features import Features, rejoin_windows
 from mtdnn_jax.fileio import atomic_file, write_json
@@ -254,7 +255,6 @@ class TrainedRun:
     from mtdnn_jax.models.heads import head_layout
     from mtdnn_jax.pretrained import resolve_model_dir
     from mtdnn_jax.sharding import make_mesh
-    from mtdnn_jax.tickets import load_for_run
     from mtdnn_jax.train import DTYPES, selected_tasks
 
     self.workdir = Path(workdir)
@@ -273,7 +273,7 @@ class TrainedRun:
     self.step, self.params = checkpoints.restore_params(which)
     checkpoints.close()
     # A run trained under a super ticket is evaluated under it, each task with its own masks.
-    self.ticket = load_for_run(self.config, [t.name for t in self.tasks], model_dir.config,
+    self.ticket = tickets.load_for_run(self.config, [t.name for t in self.tasks], model_dir.config,
                                self.workdir)
     self._mesh = make_mesh({"data": -1, "model": 1})
 
@@ -292,5 +292,5 @@ class TrainedRun:
                           Buckets.make(self.config.buckets, self.config.eval_batch_size),
                           (tok.pad_id, tok.cls_id, tok.sep_id),
                           {task_id: features.max_candidates} if features.max_candidates else None)
-    params = self.params if self.ticket is None else self.ticket.apply(self.params, task_id)
-    return evaluator.predict(params, task_id, self.tasks[task_id], features)
+    return evaluator.predict(tickets.under(self.ticket, self.params, task_id), task_id,
+                             self.tasks[task_id], features)

@@ -173,6 +173,11 @@ class Tickets:
         for name, h, f in zip(self.task_names, self.head_masks, self.ffn_masks))
 
 
+def under(ticket: Tickets | None, params, task_id):
+  """The model's parameters as task `task_id` uses them: under its ticket's masks, if any."""
+  return params if ticket is None else ticket.apply(params, task_id)
+
+
 def load_for_run(config: ml_collections.ConfigDict, task_names: Sequence[str], encoder_config,
                  workdir: Path | None = None) -> Tickets | None:
   """The ticket a run trains under: its own copy in `workdir` when there is one (a resumed or

@@ -118,7 +118,7 @@ def make_train_step(model: MTDNN, layout: HeadLayout, tx: optax.GradientTransfor
     def loss_fn(params):
       # Under a super ticket the batch's task (batches hold one task) sees the encoder through
       # its masks, so its pruned heads and neurons neither act nor receive gradient.
-      masked = (lambda p: p) if ticket is None else (lambda p: ticket.apply(p, batch["task_id"][0]))
+      masked = lambda p: tickets.under(ticket, p, batch["task_id"][0])
 
       def apply(perturbation=None, variables=masked(params)):
         # One dropout key for every pass of this step: SMART's clean, perturbed and teacher
@@ -415,18 +415,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   results: dict[str, Any] = {}
   stop_at = config.stop_at_step or total_steps
 
-  ticketed = ((lambda params, task_id: params) if ticket is None
-              else jax.jit(ticket.apply))  # each task's model under its ticket
-
   def evaluate_epoch(state, step):
     """Every evaluation split: metrics logged, score files written, the best model kept."""
     epoch = step // steps_per_epoch
     params = state["ema_params"] if ema_decay > 0 else state["params"]
     evaluated = {}
     for task_id, task, split, split_features, words in eval_sets:
-      metrics = evaluator.evaluate(ticketed(params, task_id), task_id, task, split, split_features,
-                                   workdir / "predictions" / f"epoch_{epoch}", words,
-                                   span_data.get((task.name, split)))
+      metrics = evaluator.evaluate(tickets.under(ticket, params, task_id), task_id, task, split,
+                                   split_features, workdir / "predictions" / f"epoch_{epoch}",
+                                   words, span_data.get((task.name, split)))
       if metrics:
         evaluated[(task.name, split)] = metrics
         log.log(step, "eval", metrics, task=task.name, split=split, epoch=epoch)

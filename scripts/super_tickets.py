@@ -91,9 +91,7 @@ def main():
              else f"{head_sparsity:g}_{ffn_sparsity:g}")
     path = out / f"ticket_{label}.json"
     tickets.write_ticket(path, masks, {"heads": head_sparsity, "ffn": ffn_sparsity}, source)
-    kept = "; ".join(f"{n}: {int(h.sum())}/{h.size} heads, {int(f.sum())}/{f.size} neurons"
-                     for n, (h, f) in masks.items())
-    print(f"{path}: {kept}")
+    print(f"{path}: {tickets.Tickets(masks, list(masks)).summary()}")
 
 
 if __name__ == "__main__":

@@ -1,33 +1,48 @@
 """scripts/results_lib.sh: which runs the results scripts train, skip and keep as evidence.
 
-The library is sourced by bash with `python` replaced by a function that records its arguments
-and leaves a finished workdir behind, as scripts/train.py does (metrics.jsonl, config.json, the
-plot written last).
+The scripts run with `python` replaced by a stand-in that records its arguments and leaves what
+the real script would: a finished workdir for scripts/train.py (metrics.jsonl, config.json, the
+plot written last), a soft-label file for scripts/distill.py.
 """
 import subprocess
 
 from tests.helpers import REPO
 
-FAKE_TRAIN = r'''
-python() {
-  echo "$*" >> "$CALLS"
-  local workdir; workdir=$(sed -E 's/.*--workdir ([^ ]+).*/\1/' <<< "$*")
-  mkdir -p "$workdir"
-  echo '{"kind": "eval"}' > "$workdir/metrics.jsonl"; echo '{}' > "$workdir/config.json"
+FAKE_PYTHON = r'''#!/usr/bin/env bash
+# Stands in for python: records the command; a training run leaves a finished workdir, a
+# distillation its soft-label file.
+echo "$*" >> "$CALLS"
+args=" $* "
+if [[ $1 == scripts/train.py ]]; then
+  workdir=$(sed -E 's/.* --workdir ([^ ]+) .*/\1/' <<< "$args")
+  mkdir -p "$workdir"; echo '{}' > "$workdir/metrics.jsonl"; echo '{}' > "$workdir/config.json"
   touch "$workdir/training.png"
-}
+elif [[ $1 == scripts/distill.py ]]; then
+  out=$(sed -E 's/.* --output_dir ([^ ]+) .*/\1/' <<< "$args")
+  task=$(sed -E 's/.* --tasks ([^ ]+) .*/\1/' <<< "$args")
+  split=$(sed -E 's/.* --split ([^ ]+) .*/\1/' <<< "$args")
+  mkdir -p "$out"; echo '{}' > "$out/${task}_${split}_soft.json"
+fi
 '''
+
+
+def stand_in_python(tmp_path) -> dict[str, str]:
+  """An environment whose `python` is the stand-in above, recording into tmp_path/calls.txt."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir(exist_ok=True)
+  (bin_dir / "python").write_text(FAKE_PYTHON)
+  (bin_dir / "python").chmod(0o755)
+  (tmp_path / "calls.txt").write_text("")  # this call's only
+  return {"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(tmp_path / "calls.txt")}
 
 
 def bash(tmp_path, body: str, keep: str = "") -> list[str]:
   """Runs `body` after sourcing results_lib.sh in tmp_path; the train calls it made."""
-  calls = tmp_path / "calls.txt"
-  calls.write_text("")  # this call's only
-  script = (f"set -euo pipefail\nCALLS={calls}\nCOMMON=(--config.num_epochs=2)\n"
-            f"{'KEEP=' + keep if keep else ''}\nsource {REPO / 'scripts/results_lib.sh'}\n"
-            f"{FAKE_TRAIN}\n{body}\n")
-  subprocess.run(["bash", "-c", script], cwd=tmp_path, check=True)
-  return calls.read_text().splitlines()
+  env = stand_in_python(tmp_path)
+  script = (f"set -euo pipefail\nCOMMON=(--config.num_epochs=2)\n"
+            f"{'KEEP=' + keep if keep else ''}\nsource {REPO / 'scripts/results_lib.sh'}\n{body}\n")
+  subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, check=True)
+  return (tmp_path / "calls.txt").read_text().splitlines()
 
 
 def test_run_trains_and_keeps_the_logs_at_once(tmp_path):
@@ -62,22 +77,6 @@ def test_keep_logs_keeps_only_finished_runs(tmp_path):
   assert not (tmp_path / "dest/interrupted").exists()  # its last epoch is not the run's result
 
 
-FAKE_PYTHON = r'''#!/usr/bin/env bash
-# Stands in for python: records the command; a training run leaves a finished workdir, a
-# distillation its soft-label file.
-echo "$*" >> "$CALLS"
-args=" $* "
-if [[ $1 == scripts/train.py ]]; then
-  workdir=$(sed -E 's/.* --workdir ([^ ]+) .*/\1/' <<< "$args")
-  mkdir -p "$workdir"; echo '{}' > "$workdir/metrics.jsonl"; echo '{}' > "$workdir/config.json"
-  touch "$workdir/training.png"
-elif [[ $1 == scripts/distill.py ]]; then
-  out=$(sed -E 's/.* --output_dir ([^ ]+) .*/\1/' <<< "$args")
-  task=$(sed -E 's/.* --tasks ([^ ]+) .*/\1/' <<< "$args")
-  split=$(sed -E 's/.* --split ([^ ]+) .*/\1/' <<< "$args")
-  mkdir -p "$out"; echo '{}' > "$out/${task}_${split}_soft.json"
-fi
-'''
 
 
 def smart_results(tmp_path, kept: dict[str, bool] = {}) -> list[str]:
@@ -86,10 +85,7 @@ def smart_results(tmp_path, kept: dict[str, bool] = {}) -> list[str]:
   (tmp_path / "scripts").mkdir()
   for name in ("smart_results.sh", "results_lib.sh"):
     (tmp_path / "scripts" / name).write_text((REPO / "scripts" / name).read_text())
-  bin_dir = tmp_path / "bin"
-  bin_dir.mkdir()
-  (bin_dir / "python").write_text(FAKE_PYTHON)
-  (bin_dir / "python").chmod(0o755)
+  env = {**stand_in_python(tmp_path), "TASKS": "mrpc"}
   keep = tmp_path / "docs/results/smart_minilm"
   for name in kept:
     target = keep / name
@@ -99,11 +95,8 @@ def smart_results(tmp_path, kept: dict[str, bool] = {}) -> list[str]:
     else:
       target.mkdir()
       (target / "metrics.jsonl").write_text("{}\n")
-  calls = tmp_path / "calls.txt"
-  calls.write_text("")
-  env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(calls), "TASKS": "mrpc"}
   subprocess.run(["bash", str(tmp_path / "scripts/smart_results.sh")], env=env, check=True)
-  return [summary(c.split()) for c in calls.read_text().splitlines()]
+  return [summary(c.split()) for c in (tmp_path / "calls.txt").read_text().splitlines()]
 
 
 def summary(argv: list[str]) -> str:
