@@ -1,12 +1,17 @@
 #!/usr/bin/env python
-"""Markdown table of scripts/smart_results.sh's runs: each arm's dev metrics over seeds.
+"""Markdown table of scripts/smart_results.sh's and scripts/tickets_results.sh's runs: each
+arm's dev metrics over seeds.
 
   python scripts/seed_table.py runs/smart [--plot docs/results/smart_minilm.png]
   python scripts/seed_table.py docs/results/smart_minilm     # the logs kept in the repository
+  python scripts/seed_table.py docs/results/smart_minilm docs/results/tickets_minilm \
+      --arms plain,ticket                                   # full model vs its super tickets
 
-Runs are `<arm>_<task>_seed<n>` workdirs; a cell is mean ± sample standard deviation over the
-seeds found (each at its last evaluated epoch), with the seed count and each seed's value; then
-the teachers' ensemble scored as one model, from soft_<task>/<task>_dev_soft.json when present.
+Runs are `<arm>_<task>_seed<n>` workdirs (arms: plain, smart, bregman, student, and ticket<p> for
+a ticket with p% of the heads and neurons pruned), read from every folder given; a cell is mean ±
+sample standard deviation over the seeds found (each at its last evaluated epoch), with the seed
+count and each seed's value; then, with the student arm shown, the teachers' ensemble scored as
+one model, from soft_<task>/<task>_dev_soft.json when present.
 """
 import argparse
 import collections
@@ -22,24 +27,54 @@ from scripts.results_table import last_eval  # noqa: E402
 
 ARMS = {"plain": "plain fine-tuning", "smart": "SMART", "bregman": "SMART + Bregman",
         "student": "KD student (3-teacher ensemble)"}
+TICKET = re.compile(r"ticket(\d+)")  # scripts/tickets_results.sh: ticket30 = 30% pruned
 
 
-def collect(out: Path) -> tuple[dict, dict]:
-  """({(task, arm): {seed: metrics}}, {task: (teachers, the ensemble's dev metrics)})."""
+def arm_title(arm: str) -> str | None:
+  """The arm's row title, None for a folder that is not an arm."""
+  ticket = TICKET.fullmatch(arm)
+  return f"super ticket, {ticket[1]}% pruned (rewound)" if ticket else ARMS.get(arm)
+
+
+def arm_order(arm: str) -> tuple[int, int]:
+  """ARMS in their order, then the tickets from the least pruned."""
+  ticket = TICKET.fullmatch(arm)
+  return (len(ARMS), int(ticket[1])) if ticket else (list(ARMS).index(arm), 0)
+
+
+def collect(folders: list[Path], shown: list[str] | None = None) -> tuple[dict, dict]:
+  """({(task, arm): {seed: metrics}}, {task: (teachers, the ensemble's dev metrics)}) over the
+  runs in all `folders`; `shown`: the arms to keep (a prefix keeps every arm it starts, as
+  'ticket' keeps ticket10 and ticket30), None for all."""
   runs = collections.defaultdict(dict)
-  for workdir in sorted(out.iterdir()):
-    match = re.fullmatch(r"([a-z]+)_([a-z0-9]+)_seed(\d+)", workdir.name)
-    if match and match[1] in ARMS:
+  found = {}
+  for out in folders:
+    for workdir in sorted(out.iterdir()):
+      match = re.fullmatch(r"([a-z]+\d*)_([a-z0-9]+)_seed(\d+)", workdir.name)
+      if not match or arm_title(match[1]) is None:
+        continue
+      if shown is not None and not any(match[1].startswith(prefix) for prefix in shown):
+        continue
+      if workdir.name in found:
+        raise SystemExit(f"{workdir}: the run {workdir.name} is also in {found[workdir.name]}")
+      found[workdir.name] = out
       metrics = last_eval(workdir, match[2])
       if metrics:
         runs[(match[2], match[1])][int(match[3])] = metrics
   ensembles = {}
   for task in {t for t, _ in runs}:
-    path = out / f"soft_{task}" / f"{task}_dev_soft.json"
-    if path.exists():  # scripts/distill.py --split dev: the teachers as one model
-      metrics = json.loads(path.read_text())["metrics"]
-      ensembles[task] = (int(metrics.pop("teachers")), metrics)
+    if (task, "student") not in runs:  # the ensemble is what the students learnt from
+      continue
+    for out in folders:
+      path = out / f"soft_{task}" / f"{task}_dev_soft.json"
+      if path.exists():  # scripts/distill.py --split dev: the teachers as one model
+        metrics = json.loads(path.read_text())["metrics"]
+        ensembles[task] = (int(metrics.pop("teachers")), metrics)
   return runs, ensembles
+
+
+def arms_of(runs: dict, task: str) -> list[str]:
+  return sorted({arm for t, arm in runs if t == task}, key=arm_order)
 
 
 def metric_names(runs: dict, task: str) -> list[str]:
@@ -51,10 +86,8 @@ def metric_names(runs: dict, task: str) -> list[str]:
 def table(runs: dict, ensembles: dict) -> str:
   lines = ["| task | arm | dev metric: mean ± std (seeds) | per seed |", "|---|---|---|---|"]
   for task in sorted({t for t, _ in runs}):
-    for arm, title in ARMS.items():
-      per_seed = runs.get((task, arm))
-      if not per_seed:
-        continue
+    for arm in arms_of(runs, task):
+      per_seed, title = runs[(task, arm)], arm_title(arm)
       cells, values = [], []
       for name in metric_names(runs, task):
         xs = [m[name] for _, m in sorted(per_seed.items())]
@@ -80,7 +113,7 @@ def plot(runs: dict, ensembles: dict, path: Path) -> None:
   fig = Figure(figsize=(3.2 * len(panels), 3.6))
   for i, (task, name) in enumerate(panels):
     axes = fig.add_subplot(1, len(panels), i + 1)
-    arms = [arm for arm in ARMS if (task, arm) in runs]
+    arms = arms_of(runs, task)
     for x, arm in enumerate(arms):
       values = [m[name] for m in runs[(task, arm)].values()]
       # Mean as a short line and ± sample std as a bar beside the dots: a truncated axis would
@@ -100,8 +133,8 @@ def plot(runs: dict, ensembles: dict, path: Path) -> None:
     low, high = min(every), max(every)
     axes.set_ylim(low - 0.2 * (high - low + 1), high + 0.2 * (high - low + 1))
     axes.set_xlim(-0.6, len(arms) - 0.4)
-    axes.set_xticks(range(len(arms)), [ARMS[a].split(" (")[0].replace(" + ", "\n+ ")
-                                       for a in arms], fontsize=7)
+    axes.set_xticks(range(len(arms)), [arm_title(a).split(" (")[0].replace(" + ", "\n+ ")
+                                       .replace(", ", "\n") for a in arms], fontsize=7)
     axes.set_title(f"{task} dev {name}", fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -109,10 +142,13 @@ def plot(runs: dict, ensembles: dict, path: Path) -> None:
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("out", type=Path, help="scripts/smart_results.sh's OUT (or the kept logs)")
+  parser.add_argument("out", type=Path, nargs="+",
+                      help="folders of runs: a results script's OUT, or the logs it kept")
+  parser.add_argument("--arms", help="comma-separated arms (or their prefixes) to show; "
+                      "default: all found")
   parser.add_argument("--plot", type=Path, help="also draw the seeds per arm into this PNG")
   args = parser.parse_args(argv)
-  runs, ensembles = collect(args.out)
+  runs, ensembles = collect(args.out, args.arms.split(",") if args.arms else None)
   print(table(runs, ensembles))
   if args.plot:
     plot(runs, ensembles, args.plot)
