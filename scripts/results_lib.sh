@@ -1,5 +1,14 @@
-# Shared by the scripts that reproduce docs/RESULTS.md (source it after setting COMMON; set KEEP
-# to the folder under docs/results where finished runs' logs are kept as evidence).
+# Shared by the scripts that reproduce docs/RESULTS.md (COMMON: the flags every run gets, set
+# before a run; KEEP: the folder under docs/results where finished runs' logs are kept as evidence).
+# seeds_setup OUT TASKS...: what the per-seed comparisons (smart_results.sh, tickets_results.sh)
+#   share: TASKS' canonical GLUE files in data/glue, and COMMON for their 2-epoch runs, which
+#   share a compilation cache under OUT (it saves only the ~1 minute each run spends compiling).
+seeds_setup() {
+  python scripts/prepro.py --task_def configs/task_defs/glue.yml --raw_dir "$GLUE" \
+      --output_dir data/glue --tasks "${@:2}"
+  COMMON=(--config.data_dir=data/glue --config.num_epochs=2
+          --config.distributed.compilation_cache_dir="$1/xla_cache")
+}
 # train_run CONFIG WORKDIR [FLAGS...]: trains unless WORKDIR already holds a finished run (its
 #   plot), with the script's COMMON flags; an interrupted run resumes from its checkpoints. A
 #   finished run's small logs are copied to KEEP at once, so evidence accumulates run by run.

@@ -14,12 +14,8 @@ OUT=${OUT:-runs/smart}
 TASKS=${TASKS:-"rte mrpc stsb"}
 SEEDS=${SEEDS:-"1 2 3"}
 KEEP=docs/results/smart_minilm
-python scripts/prepro.py --task_def configs/task_defs/glue.yml --raw_dir "$GLUE" \
-    --output_dir data/glue --tasks $TASKS
-# The compilation cache only saves the ~1 minute each run spends compiling the same programs.
-COMMON=(--config.data_dir=data/glue --config.num_epochs=2
-        --config.distributed.compilation_cache_dir="$OUT/xla_cache")
 source scripts/results_lib.sh
+seeds_setup "$OUT" $TASKS
 for t in $TASKS; do
   soft="$KEEP/soft_$t"  # the ensemble's soft labels, kept so students need no teachers later
   splits=()  # soft-label files still to write: train feeds the students, dev scores the ensemble

@@ -16,11 +16,8 @@ SPARSITIES=${SPARSITIES:-"0.1 0.3 0.5"}  # written as python's f"{x:g}" would: 0
 SEEDS=${SEEDS:-"1 2 3"}
 KEEP=docs/results/tickets_minilm
 FULL_MODEL=docs/results/smart_minilm  # where the plain runs' logs are kept
-python scripts/prepro.py --task_def configs/task_defs/glue.yml --raw_dir "$GLUE" \
-    --output_dir data/glue --tasks $TASKS
-COMMON=(--config.data_dir=data/glue --config.num_epochs=2
-        --config.distributed.compilation_cache_dir="$OUT/xla_cache")
 source scripts/results_lib.sh
+seeds_setup "$OUT" $TASKS
 for t in $TASKS; do
   tickets="$KEEP/tickets_$t"
   to_cut=()
