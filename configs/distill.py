@@ -8,7 +8,9 @@
       --config.distill.soft_labels_dir=soft/
 
 Loss: hard_weight · CE(gold) + kd_weight · KL(soft ‖ student) for classification (squared error
-to the teachers' score for regression). Results with MiniLM: docs/RESULTS.md.
+to the teachers' score for regression). Expected with MiniLM-L6, 2 epochs, seeds 1-3 (dev;
+docs/RESULTS.md): students MRPC ACC 70.4 ± 0.3, STS-B Pearson 72.3 ± 0.4, RTE ACC 52.8 ± 3.1,
+each near a single model and below the teachers' ensemble (70.8, 74.0, 54.5).
 """
 from configs import default
 
