@@ -1,6 +1,9 @@
 """Shared test fixtures: paths to the real data and the packaged pre-trained MiniLM."""
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,17 @@ sys.path.insert(0, str(REPO))  # scripts/ and convert/ are imported by path in s
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Most of a tiny training run's time is XLA compiling the same few programs that the previous
+# test compiled (every run jits its steps afresh), so this session's tests, and the processes
+# they start, share one persistent compilation cache. It is the session's own (a fresh folder,
+# removed at the end): nothing compiled by an earlier session or another checkout is trusted.
+# Compile counts are unaffected: they are counted in the jit cache, before XLA is asked.
+_XLA_CACHE = tempfile.mkdtemp(prefix="mtdnn_jax_tests_xla_cache_")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 
 
 @pytest.fixture(scope="session")
