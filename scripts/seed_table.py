@@ -5,7 +5,7 @@ arm's dev metrics over seeds.
   python scripts/seed_table.py runs/smart [--plot docs/results/smart_minilm.png]
   python scripts/seed_table.py docs/results/smart_minilm     # the logs kept in the repository
   python scripts/seed_table.py docs/results/smart_minilm docs/results/tickets_minilm \
-      --arms plain,ticket                                   # full model vs its super tickets
+      --arms plain,ticket --tasks mrpc,rte                  # full model vs its super tickets
 
 Runs are `<arm>_<task>_seed<n>` workdirs (arms: plain, smart, bregman, student, and ticket<p> for
 a ticket with p% of the heads and neurons pruned), read from every folder given; a cell is mean ±
@@ -42,10 +42,11 @@ def arm_order(arm: str) -> tuple[int, int]:
   return (len(ARMS), int(ticket[1])) if ticket else (list(ARMS).index(arm), 0)
 
 
-def collect(folders: list[Path], shown: list[str] | None = None) -> tuple[dict, dict]:
+def collect(folders: list[Path], shown: list[str] | None = None,
+            tasks: list[str] | None = None) -> tuple[dict, dict]:
   """({(task, arm): {seed: metrics}}, {task: (teachers, the ensemble's dev metrics)}) over the
   runs in all `folders`; `shown`: the arms to keep (a prefix keeps every arm it starts, as
-  'ticket' keeps ticket10 and ticket30), None for all."""
+  'ticket' keeps ticket10 and ticket30), None for all; `tasks`: the tasks to keep, None for all."""
   runs = collections.defaultdict(dict)
   found = {}
   for out in folders:
@@ -54,6 +55,8 @@ def collect(folders: list[Path], shown: list[str] | None = None) -> tuple[dict, 
       if not match or arm_title(match[1]) is None:
         continue
       if shown is not None and not any(match[1].startswith(prefix) for prefix in shown):
+        continue
+      if tasks is not None and match[2] not in tasks:
         continue
       if workdir.name in found:
         raise SystemExit(f"{workdir}: the run {workdir.name} is also in {found[workdir.name]}")
@@ -146,9 +149,11 @@ def main(argv=None) -> None:
                       help="folders of runs: a results script's OUT, or the logs it kept")
   parser.add_argument("--arms", help="comma-separated arms (or their prefixes) to show; "
                       "default: all found")
+  parser.add_argument("--tasks", help="comma-separated tasks to show; default: all found")
   parser.add_argument("--plot", type=Path, help="also draw the seeds per arm into this PNG")
   args = parser.parse_args(argv)
-  runs, ensembles = collect(args.out, args.arms.split(",") if args.arms else None)
+  runs, ensembles = collect(args.out, args.arms.split(",") if args.arms else None,
+                            args.tasks.split(",") if args.tasks else None)
   print(table(runs, ensembles))
   if args.plot:
     plot(runs, ensembles, args.plot)

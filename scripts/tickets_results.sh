@@ -41,5 +41,5 @@ for t in $TASKS; do
     done
   done
 done
-python scripts/seed_table.py "$FULL_MODEL" "$KEEP" --arms plain,ticket \
+python scripts/seed_table.py "$FULL_MODEL" "$KEEP" --arms plain,ticket --tasks "${TASKS// /,}" \
     --plot docs/results/tickets_minilm.png

@@ -10,7 +10,8 @@ def write_run(root, name, step_metrics):
   (root / name).mkdir()
   with open(root / name / "metrics.jsonl", "w") as f:
     for step, acc in step_metrics:
-      f.write(json.dumps({"kind": "eval", "step": step, "epoch": step // 10, "task": "mrpc",
+      f.write(json.dumps({"kind": "eval", "step": step, "epoch": step // 10,
+                          "task": name.split("_")[1],  # <arm>_<task>_seed<n>
                           "split": "dev", "ACC": acc}) + "\n")
 
 
@@ -54,6 +55,10 @@ def test_seed_table_reads_several_folders_and_shows_the_arms_asked_for(tmp_path)
   assert rows == ["| mrpc | plain fine-tuning | ACC 70.0 (n=1) | ACC 70.0 |",
                   "| mrpc | super ticket, 10% pruned (rewound) | ACC 72.0 ± 1.4 (n=2) | ACC 71.0, 73.0 |",
                   "| mrpc | super ticket, 50% pruned (rewound) | ACC 66.0 (n=1) | ACC 66.0 |"]
+  write_run(full, "plain_stsb_seed1", [(20, 80.0)])  # a task the tickets were not cut for
+  rows = seed_table(str(full), str(tickets), "--arms", "plain,ticket", "--tasks", "mrpc")
+  assert "stsb" not in rows and "| mrpc | plain fine-tuning |" in rows
+  assert "stsb" in seed_table(str(full), str(tickets), "--arms", "plain,ticket")
   write_run(tickets, "plain_mrpc_seed1", [(20, 70.0)])  # the same run in two folders: which?
   failed = subprocess.run([sys.executable, "scripts/seed_table.py", str(full), str(tickets)],
                           cwd=REPO, capture_output=True, text=True)
