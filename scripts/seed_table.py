@@ -147,13 +147,14 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("out", type=Path, nargs="+",
                       help="folders of runs: a results script's OUT, or the logs it kept")
-  parser.add_argument("--arms", help="comma-separated arms (or their prefixes) to show; "
-                      "default: all found")
-  parser.add_argument("--tasks", help="comma-separated tasks to show; default: all found")
+  comma_list = lambda text: text.split(",")  # noqa: E731
+  parser.add_argument("--arms", type=comma_list,
+                      help="comma-separated arms (or their prefixes) to show; default: all found")
+  parser.add_argument("--tasks", type=comma_list,
+                      help="comma-separated tasks to show; default: all found")
   parser.add_argument("--plot", type=Path, help="also draw the seeds per arm into this PNG")
   args = parser.parse_args(argv)
-  runs, ensembles = collect(args.out, args.arms.split(",") if args.arms else None,
-                            args.tasks.split(",") if args.tasks else None)
+  runs, ensembles = collect(args.out, args.arms, args.tasks)
   print(table(runs, ensembles))
   if args.plot:
     plot(runs, ensembles, args.plot)
