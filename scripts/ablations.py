@@ -1,16 +1,19 @@
 """One-process A/B runs behind docs/PERFORMANCE.md's table of ideas tried after the benchmark.
 
-  python scripts/ablations.py [--batch 8] [--rounds 5] [--out docs/results/ablations.json] \
-      [layers] [dropout]
+  python scripts/ablations.py [--shape base|minilm] [--batch 8] [--rounds 5] \
+      [--out docs/results/ablations.json] [layers] [dropout]
 
-Each study compiles a bare BERT-base train step (encoder, a 2-class classifier on [CLS], AdamW,
-float32, sequence length 128) once per variant, then alternates their steps for `--rounds`
+Each study compiles a bare train step of the BERT-base or MiniLM shape (encoder, a 2-class
+classifier on [CLS], AdamW, float32, sequence length 128) once per variant, then alternates their steps for `--rounds`
 rounds after a warm-up; the JSON gives sequences/s (median, min, max) per variant and each
 variant's ratio to the first one, which is what the project ships:
   layers    the stacked per-layer weights we use vs each layer's weights as separate arrays;
-  dropout   BERT's dropout as we draw it (flax, 32-bit threefry bits) vs dropout from 16-bit and
-            8-bit random numbers vs attention-probability dropout only, hidden dropout only, and
-            none (the last three are bounds, not legal changes: fine-tuning uses both).
+  dropout   BERT's dropout as we draw it (mtdnn_jax.models.dropout: jax's threefry masks, the
+            hash as element-wise operations XLA fuses) vs flax's nn.Dropout (the same masks
+            through jax.random, whose threefry XLA:CPU runs as a loop of passes over memory) vs
+            dropout from 16-bit and 8-bit random numbers vs attention-probability dropout only,
+            hidden dropout only, and none (the last three are bounds, not legal changes:
+            fine-tuning uses both).
 """
 from __future__ import annotations
 
@@ -29,11 +32,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from mtdnn_jax import runtime  # noqa: E402
-from mtdnn_jax.fileio import write_json  # noqa: E402
+from mtdnn_jax import runtime, throughput  # noqa: E402
+from mtdnn_jax.fileio import read_json, write_json  # noqa: E402
 from mtdnn_jax.models import bert  # noqa: E402
 from mtdnn_jax.models.config import EncoderConfig  # noqa: E402
-from scripts.benchmark import BERT_BASE, SEQ_LEN, interleaved, summary  # noqa: E402
+from mtdnn_jax.models.dropout import Dropout  # noqa: E402
+from scripts.benchmark import SEQ_LEN, encoder_shape, interleaved, machine, summary  # noqa: E402
 
 
 class StackedClassifier(nn.Module):
@@ -83,17 +87,17 @@ def narrow_bits_dropout(bits_dtype):
 @contextlib.contextmanager
 def dropout_class(cls):
   """Swaps the Dropout module the encoder builds while a variant is traced (and compiled)."""
-  original, nn.Dropout = nn.Dropout, cls
+  original, bert.Dropout = bert.Dropout, cls
   try:
     yield
   finally:
-    nn.Dropout = original
+    bert.Dropout = original
 
 
 @dataclasses.dataclass
 class Variant:
   model: nn.Module
-  dropout: type = nn.Dropout
+  dropout: type = Dropout
 
 
 def compiled_step(variant: Variant, batch: dict, seed: int = 0):
@@ -148,7 +152,8 @@ def studies(config: EncoderConfig) -> dict[str, dict[str, Variant]]:
       "layers": {"stacked": Variant(StackedClassifier(config)),
                  "per_layer_arrays": Variant(PerLayerClassifier(config))},
       "dropout": {
-          "threefry_32bit": Variant(StackedClassifier(config)),
+          "fused_threefry": Variant(StackedClassifier(config)),
+          "flax_dropout": Variant(StackedClassifier(config), nn.Dropout),
           "bits_16": Variant(StackedClassifier(config), narrow_bits_dropout(np.uint16)),
           "bits_8": Variant(StackedClassifier(config), narrow_bits_dropout(np.uint8)),
           "attention_dropout_only": Variant(StackedClassifier(without(hidden_dropout_prob=0.0))),
@@ -159,27 +164,43 @@ def studies(config: EncoderConfig) -> dict[str, dict[str, Variant]]:
   }
 
 
+def encoder_config(shape: str) -> EncoderConfig:
+  if shape == "tiny":  # for tests: a 2-layer, 64-wide encoder
+    return dataclasses.replace(encoder_shape("base"), hidden_size=64, num_hidden_layers=2,
+                               num_attention_heads=2, intermediate_size=128)
+  return encoder_shape(shape)
+
+
+def host() -> dict:
+  """What the ratios were measured on: hosts of one name differ (docs/PERFORMANCE.md)."""
+  described = machine()
+  return {"cpu": described["cpu"], "cores": described["cores"], "jax": jax.__version__,
+          "xla_matmul_gflops": throughput.measured_matmul_peak(2048, 1.0) / 1e9}
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("studies", nargs="*", help="layers, dropout (default: both)")
+  parser.add_argument("--shape", choices=("base", "minilm", "tiny"), default="base")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--rounds", type=int, default=5)
-  parser.add_argument("--out", type=Path, default=Path("docs/results/ablations.json"))
-  parser.add_argument("--tiny", action="store_true", help="a 2-layer, 64-wide encoder (tests)")
+  parser.add_argument("--out", type=Path, default=Path("docs/results/ablations.json"),
+                      help="a JSON file of records keyed <study>_<shape>; the studies run "
+                           "replace their records, the others are kept")
   args = parser.parse_args(argv)
-  config = EncoderConfig(**BERT_BASE)
-  if args.tiny:
-    config = dataclasses.replace(config, hidden_size=64, num_hidden_layers=2,
-                                 num_attention_heads=2, intermediate_size=128)
-  available = studies(config)
+  available = studies(encoder_config(args.shape))
   unknown = set(args.studies) - set(available)
   if unknown:
     parser.error(f"unknown studies {sorted(unknown)}; choose from {sorted(available)}")
-  results = {"batch_size": args.batch, "sequence_length": SEQ_LEN, "rounds": args.rounds}
+  results = read_json(args.out, "ablation results") if args.out.exists() else {}
+  measured_on = host()
   for name in args.studies or available:
-    results[name] = study(available[name], args.batch, args.rounds, name)
-    for variant, r in results[name].items():
-      print(f"{name:8s} {variant:24s} {r['median']:7.3f} seq/s  ratio {r['ratio']:.3f}")
+    variants = study(available[name], args.batch, args.rounds, name)
+    results[f"{name}_{args.shape}"] = {
+        "shape": args.shape, "batch_size": args.batch, "sequence_length": SEQ_LEN,
+        "rounds": args.rounds, "host": measured_on, "variants": variants}
+    for variant, r in variants.items():
+      print(f"{name}_{args.shape:8s} {variant:24s} {r['median']:7.3f} seq/s  ratio {r['ratio']:.3f}")
   write_json(args.out, results)
   return results
 

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from mtdnn_jax.models.config import EncoderConfig
+from mtdnn_jax.models.dropout import Dropout
 
 AttentionImpl = Literal["xla", "cudnn"]
 
@@ -82,7 +83,7 @@ class Embeddings(nn.Module):
                   "position_embeddings")(jnp.arange(seq_len))[None]
     x = x + embed(cfg.type_vocab_size, (None, "embed"), "token_type_embeddings")(segment_ids)
     x = _layer_norm(cfg, self.dtype, "LayerNorm")(x)
-    return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+    return Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
 class SelfAttention(nn.Module):
@@ -112,7 +113,7 @@ class SelfAttention(nn.Module):
       scale = cfg.head_dim ** -0.5
       logits = jnp.einsum("btnh,bsnh->bnts", query, key).astype(jnp.float32) * scale
       logits = jnp.where(attention_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
-      probs = nn.Dropout(dropout_rate)(jax.nn.softmax(logits, axis=-1), deterministic=False)
+      probs = Dropout(dropout_rate)(jax.nn.softmax(logits, axis=-1), deterministic=False)
       context = jnp.einsum("bnts,bsnh->btnh", probs.astype(self.dtype), value)
     elif self.attention_impl == "cudnn":
       # cuDNN's fused kernel takes padding as sequence lengths (our padding is on the right).
@@ -139,7 +140,7 @@ class TransformerLayer(nn.Module):
   @nn.compact
   def __call__(self, x, attention_mask):
     cfg = self.config
-    dropout = nn.Dropout(cfg.hidden_dropout_prob)
+    dropout = Dropout(cfg.hidden_dropout_prob)
     attended = SelfAttention(cfg, self.dtype, self.attention_impl, name="attention")(
         x, attention_mask, deterministic=self.deterministic)
     x = _layer_norm(cfg, self.dtype, "attention_norm")(

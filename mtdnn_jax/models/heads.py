@@ -27,6 +27,7 @@ import numpy as np
 
 from mtdnn_jax.errors import InputError
 from mtdnn_jax.losses import MASKED, masked_logits
+from mtdnn_jax.models.dropout import bernoulli
 from mtdnn_jax.tasks import TaskDef, TaskType
 
 KINDS = ("classifier", "san", "scorer", "tagger", "span")
@@ -112,7 +113,7 @@ def per_example_dropout(x, rates, rng, deterministic: bool):
   if deterministic:
     return x
   rates = rates.reshape((-1,) + (1,) * (x.ndim - 1))
-  keep = jax.random.bernoulli(rng, 1.0 - rates, x.shape)
+  keep = bernoulli(rng, 1.0 - rates, x.shape)
   return jnp.where(keep, x / (1.0 - rates), 0).astype(x.dtype)
 
 
@@ -143,8 +144,7 @@ class StochasticAnswerNetwork(nn.Module):
     states = states.astype(jnp.float32)
     if not self.deterministic:
       rates = dropout_rates[:, None, None]
-      keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - rates,
-                                  (states.shape[0], 1, states.shape[2]))
+      keep = bernoulli(self.make_rng("dropout"), 1.0 - rates, (states.shape[0], 1, states.shape[2]))
       states = jnp.where(keep, states / (1.0 - rates), 0.0)
 
     # Initial state: self-attentive summary of the hypothesis.
@@ -169,8 +169,7 @@ class StochasticAnswerNetwork(nn.Module):
       kept = jnp.ones((batch, self.num_turns), jnp.float32)
     else:
       drop_rng, fallback_rng = jax.random.split(self.make_rng("dropout"))
-      kept = jax.random.bernoulli(drop_rng, 1.0 - self.prediction_dropout,
-                                  (batch, self.num_turns))
+      kept = bernoulli(drop_rng, 1.0 - self.prediction_dropout, (batch, self.num_turns))
       fallback = jax.nn.one_hot(jax.random.randint(fallback_rng, (batch,), 0, self.num_turns),
                                 self.num_turns, dtype=bool)
       kept = jnp.where(kept.any(axis=1, keepdims=True), kept, fallback).astype(jnp.float32)
