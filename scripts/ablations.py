@@ -4,8 +4,9 @@
       [--out docs/results/ablations.json] [layers] [dropout]
 
 Each study compiles a bare train step of the BERT-base or MiniLM shape (encoder, a 2-class
-classifier on [CLS], AdamW, float32, sequence length 128) once per variant, then alternates their steps for `--rounds`
-rounds after a warm-up; the JSON gives sequences/s (median, min, max) per variant and each
+classifier on [CLS], AdamW, float32, sequence length 128) once per variant, then alternates
+their steps for `--rounds` rounds after a warm-up; the JSON record `<study>_<shape>` gives the
+host (hosts of one name differ), sequences/s (median, min, max) per variant and each
 variant's ratio to the first one, which is what the project ships:
   layers    the stacked per-layer weights we use vs each layer's weights as separate arrays;
   dropout   BERT's dropout as we draw it (mtdnn_jax.models.dropout: jax's threefry masks, the
@@ -200,7 +201,8 @@ def main(argv=None) -> dict:
         "shape": args.shape, "batch_size": args.batch, "sequence_length": SEQ_LEN,
         "rounds": args.rounds, "host": measured_on, "variants": variants}
     for variant, r in variants.items():
-      print(f"{name}_{args.shape:8s} {variant:24s} {r['median']:7.3f} seq/s  ratio {r['ratio']:.3f}")
+      print(f"{name}_{args.shape:14s} {variant:24s} {r['median']:7.3f} seq/s  "
+            f"ratio {r['ratio']:.3f}")
   write_json(args.out, results)
   return results
 

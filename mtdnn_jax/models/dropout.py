@@ -4,12 +4,12 @@ jax lowers its threefry hash on CPU as a 5-iteration loop (smaller programs), an
 each iteration as a separate pass that writes two uint32 arrays the size of the activations to
 memory and reads them back; a dropout mask then costs ~10 passes over memory. Here the same
 hash is written out as plain element-wise operations, which XLA fuses with the comparison and
-the select into one pass: a MiniLM train step is ~8% faster on a 2-core CPU
-(docs/PERFORMANCE.md). The masks are bit for bit those of `jax.random.bernoulli` (and so of
-`flax.linen.Dropout`; tests/test_dropout.py): a run differs from one with flax's dropout only
-by the float rounding of differently fused arithmetic. On GPU and TPU, where jax already
-unrolls the hash, the program is the same as before. Keys of another implementation (`rbg`,
-`unsafe_rbg`) go through `jax.random.bernoulli` unchanged.
+the select into one pass: a MiniLM train step 1.05x as fast on a 2-core CPU, BERT-base's
+within the noise (docs/PERFORMANCE.md). The masks are bit for bit those of
+`jax.random.bernoulli` (and so of `flax.linen.Dropout`; tests/test_dropout.py): a run differs
+from one with flax's dropout only by the float rounding of differently fused arithmetic. On
+GPU and TPU, where jax already unrolls the hash, the program is the same as before. Keys of
+another implementation (`rbg`, `unsafe_rbg`) go through `jax.random.bernoulli` unchanged.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ _KEY_PARITY = np.uint32(0x1BD11BDA)
 
 
 def _rotate_left(x, distance: int):
-  return lax.shift_left(x, np.uint32(distance)) | lax.shift_right_logical(x, np.uint32(32 - distance))
+  return (lax.shift_left(x, np.uint32(distance))
+          | lax.shift_right_logical(x, np.uint32(32 - distance)))
 
 
 def threefry2x32(key1, key2, count_hi, count_lo):
