@@ -62,7 +62,7 @@ def random_bits(key, shape: tuple[int, ...]) -> jax.Array:
   axis, as jax builds it, so the SPMD partitioner can shard it like the activations."""
   if math.prod(shape) >= 2**32:  # the high counter word would not be 0
     raise ValueError(f"random_bits: {shape} has 2**32 elements or more")
-  key1, key2 = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+  key1, key2 = jax.random.key_data(key)  # typed keys and raw uint32[2] keys alike
   strides = [math.prod(shape[axis + 1:]) for axis in range(len(shape))]
   index = jnp.zeros(shape, jnp.uint32)
   for axis, stride in enumerate(strides):
