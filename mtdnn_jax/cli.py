@@ -11,9 +11,9 @@ from mtdnn_jax.errors import InputError
 
 def run(main: Callable[[], None], runs_models: bool = False) -> None:
   """Runs `main`; InputError → one line on stderr and exit 2. Scripts that run a model pass
-  `runs_models=True` to get the faster allocator first (mtdnn_jax/runtime.py)."""
+  `runs_models=True` to get the fast CPU settings first (mtdnn_jax/runtime.py)."""
   if runs_models:
-    runtime.use_fast_allocator()
+    runtime.use_fast_cpu_settings()
   try:
     main()
   except InputError as e:

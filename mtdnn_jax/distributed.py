@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
+import warnings
 
 import jax
 import ml_collections
 
+from mtdnn_jax import runtime
 from mtdnn_jax.errors import InputError
 
 
@@ -51,6 +54,13 @@ def initialize(config: ml_collections.ConfigDict) -> None:
   if config.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", config.compilation_cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    if runtime.onednn_matmuls_requested():
+      # XLA cannot serialise an executable with oneDNN fusions, and jax warns at every such
+      # compile; accelerator programs are still cached.
+      warnings.filterwarnings("ignore", message="Error writing persistent compilation cache "
+                              "entry.*onednn")
+      print("note: CPU programs with oneDNN matmuls are not kept in the compilation cache "
+            f"(set {runtime.MATMULS_ENV}=xla to cache them)", file=sys.stderr)
   if jax.distributed.is_initialized():
     return
   explicit = bool(config.coordinator_address)

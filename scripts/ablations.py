@@ -1,7 +1,7 @@
 """One-process A/B runs behind docs/PERFORMANCE.md's table of ideas tried after the benchmark.
 
   python scripts/ablations.py [--shape base|minilm] [--batch 8] [--rounds 5] \
-      [--out docs/results/ablations.json] [layers] [dropout]
+      [--out docs/results/ablations.json] [layers] [dropout] [xla_cpu] [xla_cpu_eval]
 
 Each study compiles a bare train step of the BERT-base or MiniLM shape (encoder, a 2-class
 classifier on [CLS], AdamW, float32, sequence length 128) once per variant, then alternates
@@ -14,7 +14,11 @@ variant's ratio to the first one, which is what the project ships:
             through jax.random, whose threefry XLA:CPU runs as a loop of passes over memory) vs
             dropout from 16-bit and 8-bit random numbers vs attention-probability dropout only,
             hidden dropout only, and none (the last three are bounds, not legal changes:
-            fine-tuning uses both).
+            fine-tuning uses both);
+  xla_cpu   the same train step compiled with the XLA:CPU kernels we ask for (dots through
+            oneDNN, the rest through YNNPACK: mtdnn_jax/runtime.py) vs XLA's default (YNNPACK
+            for everything), vs oneDNN dots with YNNPACK off, vs neither (XLA's own dots);
+  xla_cpu_eval  those four on a forward pass (the classifier's probabilities to the host).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import re
 import sys
 from pathlib import Path
 
@@ -99,16 +104,26 @@ def dropout_class(cls):
 class Variant:
   model: nn.Module
   dropout: type = Dropout
+  compiler_options: dict = dataclasses.field(default_factory=dict)  # XLA's, for jax's compile()
+  evaluate: bool = False  # time a forward pass (probabilities to the host), not a train step
 
 
 def compiled_step(variant: Variant, batch: dict, seed: int = 0):
-  """(state, step) for one variant; step(state, round) -> state, already compiled."""
+  """(state, step) for one variant, already compiled: a train step maps state -> state; an
+  evaluation step maps state -> the classifier's probabilities."""
   inputs = (batch["input_ids"], batch["segment_ids"], batch["attention_mask"])
   params = nn.unbox(variant.model.init(jax.random.key(seed), *inputs, True)["params"])
+  if variant.evaluate:
+    def forward(params, key):
+      del key  # no dropout at evaluation
+      return jax.nn.softmax(variant.model.apply({"params": params}, *inputs, True))
+
+    step = jax.jit(forward).lower(params, jax.random.key(0)).compile(variant.compiler_options)
+    jax.block_until_ready(step(params, jax.random.key(0)))
+    return params, step
   tx = optax.adamw(1e-5)
 
-  @functools.partial(jax.jit, donate_argnums=0)
-  def step(state, key):
+  def train_step(state, key):
     params, opt_state = state
 
     def loss(p):
@@ -121,7 +136,9 @@ def compiled_step(variant: Variant, batch: dict, seed: int = 0):
 
   state = (params, tx.init(params))
   with dropout_class(variant.dropout):
-    state = jax.block_until_ready(step(state, jax.random.key(0)))
+    step = jax.jit(train_step, donate_argnums=0).lower(state, jax.random.key(0)).compile(
+        variant.compiler_options)
+  state = jax.block_until_ready(step(state, jax.random.key(0)))
   return state, step
 
 
@@ -137,19 +154,46 @@ def study(variants: dict[str, Variant], batch_size: int, rounds: int, label: str
 
   def one_step(name):
     def work(r):
-      states[name] = jax.block_until_ready(steps[name](states[name], jax.random.key(r)))
+      if variants[name].evaluate:
+        np.asarray(steps[name](states[name], jax.random.key(r)))
+      else:
+        states[name] = jax.block_until_ready(steps[name](states[name], jax.random.key(r)))
       return batch_size
     return work
 
   rates = interleaved({name: one_step(name) for name in variants}, rounds, label)
   first = np.median(rates[next(iter(variants))])
-  return {name: {"unit": "sequences/s", **summary(r), "ratio": float(np.median(r) / first)}
+  return {name: {"unit": "sequences/s", **summary(r), "ratio": float(np.median(r) / first),
+                 "library_fusions": library_fusions(steps[name].as_text())}
           for name, r in rates.items()}
+
+
+def library_fusions(optimized_hlo: str) -> dict[str, int]:
+  """How many fusions of the compiled step XLA:CPU handed to each kernel library: shows that a
+  variant's compiler options took effect."""
+  found = re.findall(r"%(onednn|ynn|xnn)_fusion[.\w]* = ", optimized_hlo)
+  return {library: found.count(library) for library in ("onednn", "ynn", "xnn")}
+
+
+# XLA:CPU's kernel choices (see xla_cpu in the docstring); the first is what the scripts set.
+KERNELS = {
+    "onednn_dots": runtime.ONEDNN_OPTIONS,
+    "xla_default_ynnpack": {"xla_cpu_use_onednn": False,
+                            "xla_cpu_experimental_onednn_fusion_type": ""},
+    "onednn_dots_no_ynnpack": {**runtime.ONEDNN_OPTIONS,
+                               "xla_cpu_experimental_ynn_fusion_type": ""},
+    "xla_own_dots": {"xla_cpu_use_onednn": False, "xla_cpu_experimental_onednn_fusion_type": "",
+                     "xla_cpu_experimental_ynn_fusion_type": ""},
+}
 
 
 def studies(config: EncoderConfig) -> dict[str, dict[str, Variant]]:
   without = functools.partial(dataclasses.replace, config)
   return {
+      "xla_cpu": {name: Variant(StackedClassifier(config), compiler_options=options)
+                  for name, options in KERNELS.items()},
+      "xla_cpu_eval": {name: Variant(StackedClassifier(config), compiler_options=options,
+                                     evaluate=True) for name, options in KERNELS.items()},
       "layers": {"stacked": Variant(StackedClassifier(config)),
                  "per_layer_arrays": Variant(PerLayerClassifier(config))},
       "dropout": {
@@ -208,5 +252,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  runtime.use_fast_allocator()
+  runtime.use_fast_cpu_settings()
   main()

@@ -605,5 +605,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-  runtime.use_fast_allocator()  # re-executes under jemalloc when installed (mtdnn_jax/runtime.py)
+  runtime.use_fast_cpu_settings()  # oneDNN matmuls, jemalloc (mtdnn_jax/runtime.py)
   main()

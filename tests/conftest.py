@@ -25,6 +25,10 @@ atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+# The scripts these tests start keep XLA's own CPU kernels: XLA cannot put executables with
+# oneDNN matmuls (mtdnn_jax/runtime.py) in that cache, and on tiny models oneDNN is slower.
+# tests/test_runtime.py and tests/test_ablations.py exercise the oneDNN path itself.
+os.environ["MTDNN_JAX_CPU_MATMULS"] = "xla"
 
 
 @pytest.fixture(scope="session")

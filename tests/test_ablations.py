@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mtdnn_jax import runtime
 from mtdnn_jax.models import bert
 from mtdnn_jax.models.config import EncoderConfig
 from mtdnn_jax.models.dropout import Dropout
@@ -84,3 +85,23 @@ def test_study_record(tmp_path):
     assert 0 < r["min"] <= r["median"] <= r["max"]
   with pytest.raises(SystemExit):
     ablations.main(["nonsense", "--out", str(out)])
+
+
+@pytest.mark.skipif(not runtime.onednn_flags_supported(),
+                    reason="the oneDNN variants are for x86-64")
+def test_kernel_variants_engage_their_libraries_and_compute_the_same_probabilities():
+  from scripts.ablations import KERNELS, StackedClassifier, Variant, compiled_step, library_fusions
+  ids, segments, mask = inputs(batch=4, length=16)
+  batch = {"input_ids": ids, "segment_ids": segments, "attention_mask": mask}
+  probabilities, fusions = {}, {}
+  for name, options in KERNELS.items():
+    params, step = compiled_step(Variant(StackedClassifier(TINY), compiler_options=options,
+                                         evaluate=True), batch)
+    probabilities[name] = np.asarray(step(params, jax.random.key(0)))
+    fusions[name] = library_fusions(step.as_text())
+  assert fusions["onednn_dots"]["onednn"] > 0  # YNNPACK may take none of a tiny model's rest
+  assert fusions["xla_default_ynnpack"]["onednn"] == 0 < fusions["xla_default_ynnpack"]["ynn"]
+  assert fusions["onednn_dots_no_ynnpack"]["ynn"] == 0 < fusions["onednn_dots_no_ynnpack"]["onednn"]
+  assert fusions["xla_own_dots"] == {"onednn": 0, "ynn": 0, "xnn": 0}
+  for name, p in probabilities.items():  # one seed, one initialisation: the same model
+    np.testing.assert_allclose(p, probabilities["onednn_dots"], rtol=1e-5, atol=1e-6, err_msg=name)

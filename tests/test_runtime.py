@@ -1,4 +1,5 @@
-"""mtdnn_jax/runtime.py: scripts re-execute themselves under jemalloc when it is installed."""
+"""mtdnn_jax/runtime.py: scripts re-execute themselves under jemalloc when it is installed, and
+ask XLA:CPU for oneDNN matmuls on x86-64 (the same results as XLA's own kernels)."""
 import os
 import subprocess
 import sys
@@ -40,3 +41,93 @@ def test_a_missing_library_is_named_and_the_run_goes_on():
   preload, stderr = probe(**{runtime.ALLOCATOR_ENV: "/nonexistent/libjemalloc.so"})
   assert preload == ""
   assert "/nonexistent/libjemalloc.so is not a file" in stderr
+
+
+FLAGS_PROBE = ("from mtdnn_jax import runtime; runtime.use_onednn_matmuls(); import os; "
+               "print(repr(os.environ.get('XLA_FLAGS', '')))")
+
+
+def xla_flags_after(**env_changes) -> str:
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", runtime.MATMULS_ENV)}
+  env.update(env_changes)
+  done = subprocess.run([sys.executable, "-c", FLAGS_PROBE], cwd=REPO, env=env,
+                        capture_output=True, text=True, check=True)
+  return eval(done.stdout)  # the repr printed above
+
+
+needs_onednn_flags = pytest.mark.skipif(not runtime.onednn_flags_supported(),
+                                        reason="oneDNN flags are set on x86-64 only")
+
+
+@needs_onednn_flags
+def test_onednn_flags_join_the_users_and_theirs_win():
+  assert xla_flags_after() == ("--xla_cpu_use_onednn=true "
+                               "--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_DOT")
+  mine = "--xla_force_host_platform_device_count=2 --xla_cpu_use_onednn=false"
+  assert xla_flags_after(XLA_FLAGS=mine) == (
+      mine + " --xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_DOT")
+  assert xla_flags_after(**{runtime.MATMULS_ENV: "xla"}) == ""
+
+
+@needs_onednn_flags
+def test_the_installed_xla_takes_the_flags_and_hands_dots_to_onednn():
+  # A jaxlib whose XLA lacked a flag would abort this process (ONEDNN_CHECKED_JAXLIB guards it).
+  probe = ("from mtdnn_jax import runtime; runtime.use_onednn_matmuls(); import jax; "
+           "x = jax.numpy.ones((64, 64)); "
+           "print(jax.jit(lambda x: x @ x).lower(x).compile().as_text().count('onednn_fusion'))")
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", runtime.MATMULS_ENV)}
+  done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True,
+                        text=True, check=True)
+  assert int(done.stdout) > 0
+
+
+@needs_onednn_flags
+def test_onednn_kernels_compute_the_encoder_and_its_gradient_as_xla_does():
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from mtdnn_jax.models import bert
+  from mtdnn_jax.models.config import EncoderConfig
+  config = EncoderConfig(vocab_size=200, hidden_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=256, max_position_embeddings=32)
+  rng = np.random.default_rng(0)
+  ids = jnp.asarray(rng.integers(1, 200, (3, 32)), jnp.int32)
+  mask = jnp.asarray(np.arange(32)[None] < np.array([32, 20, 5])[:, None], jnp.int32)
+  encoder = bert.BertEncoder(config)
+  params = nn.unbox(encoder.init(jax.random.key(0), ids, jnp.zeros_like(ids), mask)["params"])
+  projection = jnp.asarray(rng.standard_normal((3, 32, 64)), jnp.float32)
+
+  def loss(p):  # a random projection of every hidden state: every parameter gets a gradient
+    hidden = encoder.apply({"params": p}, ids, jnp.zeros_like(ids), mask).last_hidden_state
+    return (hidden * projection).sum()
+
+  compiled = {name: jax.jit(jax.value_and_grad(loss)).lower(params).compile(options)
+              for name, options in {"xla": {}, "onednn": runtime.ONEDNN_OPTIONS}.items()}
+  assert "onednn_fusion" in compiled["onednn"].as_text()
+  assert "onednn_fusion" not in compiled["xla"].as_text()
+  (xla_loss, xla_grads), (onednn_loss, onednn_grads) = (c(params) for c in compiled.values())
+  np.testing.assert_allclose(onednn_loss, xla_loss, rtol=1e-5)
+  for path, expected in jax.tree_util.tree_leaves_with_path(xla_grads):
+    got = dict(jax.tree_util.tree_leaves_with_path(onednn_grads))[path]
+    scale = float(jnp.abs(expected).max())
+    if scale > 1e-3:  # the key bias's gradient is zero in exact arithmetic (softmax shift)
+      np.testing.assert_allclose(got, expected, atol=1e-5 * scale, err_msg=str(path))
+
+
+@needs_onednn_flags
+def test_a_compilation_cache_with_onednn_says_so_once_instead_of_warning_per_compile(tmp_path):
+  probe = ("import warnings; warnings.simplefilter('default'); "
+           "from mtdnn_jax import distributed, runtime; runtime.use_onednn_matmuls(); "
+           "config = distributed.default_distributed_config(); "
+           f"config.compilation_cache_dir = {str(tmp_path)!r}; distributed.initialize(config); "
+           "import jax; jax.config.update('jax_persistent_cache_min_compile_time_secs', 0); "
+           "x = jax.numpy.ones((64, 64)); [jax.jit(f)(x).block_until_ready() "
+           "for f in (lambda x: x @ x, lambda x: x @ x.T)]")
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", runtime.MATMULS_ENV,
+                                                          "JAX_COMPILATION_CACHE_DIR")}
+  done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True,
+                        text=True, check=True)
+  assert done.stderr.count("not kept in the compilation cache") == 1
+  assert "Error writing persistent compilation cache" not in done.stderr
