@@ -34,7 +34,7 @@ import os
 import platform
 import sys
 
-MATMULS_ENV = "MTDNN_JAX_CPU_MATMULS"  # "xla" keeps XLA:CPU's default kernels
+MATMULS_ENV = "MTDNN_JAX_CPU_MATMULS"  # "xla": XLA:CPU's default kernels; "onednn" or unset: oneDNN
 # As jax.jit's compiler_options take them; XLA_FLAGS spells the same settings as --name=value.
 ONEDNN_OPTIONS = {"xla_cpu_use_onednn": True,
                   "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
@@ -79,7 +79,11 @@ def use_onednn_matmuls() -> None:
   """Adds ONEDNN_OPTIONS to XLA_FLAGS where they are supported, unless MTDNN_JAX_CPU_MATMULS=xla;
   flags the user already set win. Must run before JAX compiles anything: XLA reads XLA_FLAGS
   once."""
-  if os.environ.get(MATMULS_ENV) == "xla" or not onednn_flags_supported():
+  chosen = os.environ.get(MATMULS_ENV, "")
+  if chosen not in ("", "xla", "onednn"):
+    print(f"warning: {MATMULS_ENV}={chosen} is neither 'xla' nor 'onednn'; using oneDNN where "
+          "supported", file=sys.stderr)
+  if chosen == "xla" or not onednn_flags_supported():
     return
   flags = os.environ.get("XLA_FLAGS", "")
   ours = [f"--{name}={str(value).lower() if isinstance(value, bool) else value}"

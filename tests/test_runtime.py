@@ -47,11 +47,13 @@ FLAGS_PROBE = ("from mtdnn_jax import runtime; runtime.use_onednn_matmuls(); imp
                "print(repr(os.environ.get('XLA_FLAGS', '')))")
 
 
-def xla_flags_after(**env_changes) -> str:
+def xla_flags_after(stderr: list | None = None, **env_changes) -> str:
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", runtime.MATMULS_ENV)}
   env.update(env_changes)
   done = subprocess.run([sys.executable, "-c", FLAGS_PROBE], cwd=REPO, env=env,
                         capture_output=True, text=True, check=True)
+  if stderr is not None:
+    stderr.append(done.stderr)
   return eval(done.stdout)  # the repr printed above
 
 
@@ -67,6 +69,9 @@ def test_onednn_flags_join_the_users_and_theirs_win():
   assert xla_flags_after(XLA_FLAGS=mine) == (
       mine + " --xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_DOT")
   assert xla_flags_after(**{runtime.MATMULS_ENV: "xla"}) == ""
+  said = []
+  assert xla_flags_after(said, **{runtime.MATMULS_ENV: "XLA "}) == xla_flags_after()
+  assert "MTDNN_JAX_CPU_MATMULS=XLA  is neither 'xla' nor 'onednn'" in said[0]
 
 
 @needs_onednn_flags
