@@ -225,7 +225,7 @@ def host() -> dict:
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("studies", nargs="*", help="layers, dropout (default: both)")
+  parser.add_argument("studies", nargs="*", help="layers, dropout, xla_cpu, xla_cpu_eval (default: all)")
   parser.add_argument("--shape", choices=("base", "minilm", "tiny"), default="base")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--rounds", type=int, default=5)
