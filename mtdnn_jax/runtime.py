@@ -86,15 +86,20 @@ def use_onednn_matmuls() -> None:
   if chosen == "xla" or not onednn_flags_supported():
     return
   flags = os.environ.get("XLA_FLAGS", "")
-  ours = [f"--{name}={str(value).lower() if isinstance(value, bool) else value}"
-          for name, value in ONEDNN_OPTIONS.items() if f"--{name}=" not in flags]
+  ours = [_as_flag(name, value) for name, value in ONEDNN_OPTIONS.items()
+          if f"--{name}=" not in flags]
   if ours:
     os.environ["XLA_FLAGS"] = " ".join([flags, *ours]).strip()
 
 
+def _as_flag(name: str, value) -> str:
+  """A compiler option as XLA_FLAGS spells it."""
+  return f"--{name}={str(value).lower() if isinstance(value, bool) else value}"
+
+
 def onednn_matmuls_requested() -> bool:
   """Whether XLA_FLAGS asks XLA:CPU for oneDNN (by us or by the user)."""
-  return "--xla_cpu_use_onednn=true" in os.environ.get("XLA_FLAGS", "")
+  return _as_flag("xla_cpu_use_onednn", True) in os.environ.get("XLA_FLAGS", "")
 
 
 def use_fast_cpu_settings() -> None:

@@ -176,14 +176,13 @@ def library_fusions(optimized_hlo: str) -> dict[str, int]:
 
 
 # XLA:CPU's kernel choices (see xla_cpu in the docstring); the first is what the scripts set.
+_NO_ONEDNN = {"xla_cpu_use_onednn": False, "xla_cpu_experimental_onednn_fusion_type": ""}
+_NO_YNNPACK = {"xla_cpu_experimental_ynn_fusion_type": ""}
 KERNELS = {
     "onednn_dots": runtime.ONEDNN_OPTIONS,
-    "xla_default_ynnpack": {"xla_cpu_use_onednn": False,
-                            "xla_cpu_experimental_onednn_fusion_type": ""},
-    "onednn_dots_no_ynnpack": {**runtime.ONEDNN_OPTIONS,
-                               "xla_cpu_experimental_ynn_fusion_type": ""},
-    "xla_own_dots": {"xla_cpu_use_onednn": False, "xla_cpu_experimental_onednn_fusion_type": "",
-                     "xla_cpu_experimental_ynn_fusion_type": ""},
+    "xla_default_ynnpack": _NO_ONEDNN,
+    "onednn_dots_no_ynnpack": {**runtime.ONEDNN_OPTIONS, **_NO_YNNPACK},
+    "xla_own_dots": {**_NO_ONEDNN, **_NO_YNNPACK},
 }
 
 
@@ -225,7 +224,8 @@ def host() -> dict:
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("studies", nargs="*", help="layers, dropout, xla_cpu, xla_cpu_eval (default: all)")
+  parser.add_argument("studies", nargs="*",
+                      help="layers, dropout, xla_cpu, xla_cpu_eval (default: all)")
   parser.add_argument("--shape", choices=("base", "minilm", "tiny"), default="base")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--rounds", type=int, default=5)

@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))  # scripts/ and convert/ are imported by path in some tests
 
+from mtdnn_jax import runtime  # noqa: E402 (imports no JAX)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -28,7 +30,7 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 # The scripts these tests start keep XLA's own CPU kernels: XLA cannot put executables with
 # oneDNN matmuls (mtdnn_jax/runtime.py) in that cache, and on tiny models oneDNN is slower.
 # tests/test_runtime.py and tests/test_ablations.py exercise the oneDNN path itself.
-os.environ["MTDNN_JAX_CPU_MATMULS"] = "xla"
+os.environ[runtime.MATMULS_ENV] = "xla"
 
 
 @pytest.fixture(scope="session")

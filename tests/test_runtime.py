@@ -13,12 +13,16 @@ PROBE = ("from mtdnn_jax import runtime; runtime.use_fast_allocator(); import os
          "print(repr(os.environ.get('LD_PRELOAD', '')), repr(os.environ.get('MALLOC_CONF', '')))")
 
 
-def probe(**env_changes) -> tuple[str, str]:
-  env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF",
-                                                          runtime.ALLOCATOR_ENV)}
+def python(code: str, unset: tuple[str, ...], **env_changes) -> subprocess.CompletedProcess:
+  """Runs `code` in a fresh Python whose environment lacks `unset` and has `env_changes`."""
+  env = {k: v for k, v in os.environ.items() if k not in unset}
   env.update(env_changes)
-  done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True,
+  return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                         text=True, check=True)
+
+
+def probe(**env_changes) -> tuple[str, str]:
+  done = python(PROBE, ("LD_PRELOAD", "MALLOC_CONF", runtime.ALLOCATOR_ENV), **env_changes)
   preload, conf = (eval(x) for x in done.stdout.split())  # the two reprs printed above
   return preload, conf + done.stderr
 
@@ -47,11 +51,11 @@ FLAGS_PROBE = ("from mtdnn_jax import runtime; runtime.use_onednn_matmuls(); imp
                "print(repr(os.environ.get('XLA_FLAGS', '')))")
 
 
+ONEDNN_SETTINGS = ("XLA_FLAGS", runtime.MATMULS_ENV)
+
+
 def xla_flags_after(stderr: list | None = None, **env_changes) -> str:
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", runtime.MATMULS_ENV)}
-  env.update(env_changes)
-  done = subprocess.run([sys.executable, "-c", FLAGS_PROBE], cwd=REPO, env=env,
-                        capture_output=True, text=True, check=True)
+  done = python(FLAGS_PROBE, ONEDNN_SETTINGS, **env_changes)
   if stderr is not None:
     stderr.append(done.stderr)
   return eval(done.stdout)  # the repr printed above
@@ -80,10 +84,7 @@ def test_the_installed_xla_takes_the_flags_and_hands_dots_to_onednn():
   probe = ("from mtdnn_jax import runtime; runtime.use_onednn_matmuls(); import jax; "
            "x = jax.numpy.ones((64, 64)); "
            "print(jax.jit(lambda x: x @ x).lower(x).compile().as_text().count('onednn_fusion'))")
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", runtime.MATMULS_ENV)}
-  done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True,
-                        text=True, check=True)
-  assert int(done.stdout) > 0
+  assert int(python(probe, ONEDNN_SETTINGS).stdout) > 0
 
 
 @needs_onednn_flags
@@ -130,9 +131,6 @@ def test_a_compilation_cache_with_onednn_says_so_once_instead_of_warning_per_com
            "import jax; jax.config.update('jax_persistent_cache_min_compile_time_secs', 0); "
            "x = jax.numpy.ones((64, 64)); [jax.jit(f)(x).block_until_ready() "
            "for f in (lambda x: x @ x, lambda x: x @ x.T)]")
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", runtime.MATMULS_ENV,
-                                                          "JAX_COMPILATION_CACHE_DIR")}
-  done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True,
-                        text=True, check=True)
+  done = python(probe, (*ONEDNN_SETTINGS, "JAX_COMPILATION_CACHE_DIR"))
   assert done.stderr.count("not kept in the compilation cache") == 1
   assert "Error writing persistent compilation cache" not in done.stderr
