@@ -36,8 +36,13 @@ import sys
 
 MATMULS_ENV = "MTDNN_JAX_CPU_MATMULS"  # "xla": XLA:CPU's default kernels; "onednn" or unset: oneDNN
 # As jax.jit's compiler_options take them; XLA_FLAGS spells the same settings as --name=value.
+# Each dot is its own oneDNN call: the grouped type (LIBRARY_FUSION_TYPE_DOT) puts chained dots
+# (x @ w1 @ w2, attention's two matmuls around a softmax) into one oneDNN graph, which oneDNN
+# failed to compile on an AVX2 host ("partition compile failed", then the process died of an
+# illegal instruction); on BERT's steps the two types build the same fusions, at the same speed
+# (docs/PERFORMANCE.md).
 ONEDNN_OPTIONS = {"xla_cpu_use_onednn": True,
-                  "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+                  "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 # jaxlib releases whose XLA has both flags (checked by tests/test_runtime.py on the installed one).
 ONEDNN_CHECKED_JAXLIB = ("0.10.",)
 ALLOCATOR_ENV = "MTDNN_JAX_ALLOCATOR"

@@ -1,11 +1,11 @@
 """One-process A/B runs behind docs/PERFORMANCE.md's table of ideas tried after the benchmark.
 
   python scripts/ablations.py [--shape base|minilm] [--batch 8] [--rounds 5] \
-      [--out docs/results/ablations.json] [layers] [dropout] [xla_cpu] [xla_cpu_eval]
+      [--out docs/results/ablations.json] [--tag HOST] [layers] [dropout] [xla_cpu] [xla_cpu_eval]
 
 Each study compiles a bare train step of the BERT-base or MiniLM shape (encoder, a 2-class
 classifier on [CLS], AdamW, float32, sequence length 128) once per variant, then alternates
-their steps for `--rounds` rounds after a warm-up; the JSON record `<study>_<shape>` gives the
+their steps for `--rounds` rounds after a warm-up; the JSON record `<study>_<shape>[_<tag>]` gives the
 host (hosts of one name differ), sequences/s (median, min, max) per variant and each
 variant's ratio to the first one, which is what the project ships:
   layers    the stacked per-layer weights we use vs each layer's weights as separate arrays;
@@ -15,9 +15,10 @@ variant's ratio to the first one, which is what the project ships:
             dropout from 16-bit and 8-bit random numbers vs attention-probability dropout only,
             hidden dropout only, and none (the last three are bounds, not legal changes:
             fine-tuning uses both);
-  xla_cpu   the same train step compiled with the XLA:CPU kernels we ask for (dots through
-            oneDNN, the rest through YNNPACK: mtdnn_jax/runtime.py) vs XLA's default (YNNPACK
-            for everything), vs oneDNN dots with YNNPACK off, vs neither (XLA's own dots);
+  xla_cpu   the same train step compiled with the XLA:CPU kernels we ask for (each dot through
+            oneDNN, the rest through YNNPACK: mtdnn_jax/runtime.py) vs oneDNN's grouped dot
+            fusions, vs XLA's default (YNNPACK for everything), vs oneDNN dots with YNNPACK
+            off, vs neither (XLA's own dots);
   xla_cpu_eval  those four on a forward pass (the classifier's probabilities to the host).
 """
 from __future__ import annotations
@@ -180,6 +181,10 @@ _NO_ONEDNN = {"xla_cpu_use_onednn": False, "xla_cpu_experimental_onednn_fusion_t
 _NO_YNNPACK = {"xla_cpu_experimental_ynn_fusion_type": ""}
 KERNELS = {
     "onednn_dots": runtime.ONEDNN_OPTIONS,
+    # The grouped type we shipped first: chained dots become one oneDNN graph (runtime.py says
+    # why that was dropped); BERT's steps chain none, so it measures the same fusions.
+    "onednn_dot_groups": {**runtime.ONEDNN_OPTIONS,
+                          "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"},
     "xla_default_ynnpack": _NO_ONEDNN,
     "onednn_dots_no_ynnpack": {**runtime.ONEDNN_OPTIONS, **_NO_YNNPACK},
     "xla_own_dots": {**_NO_ONEDNN, **_NO_YNNPACK},
@@ -230,8 +235,11 @@ def main(argv=None) -> dict:
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--out", type=Path, default=Path("docs/results/ablations.json"),
-                      help="a JSON file of records keyed <study>_<shape>; the studies run "
-                           "replace their records, the others are kept")
+                      help="a JSON file of records keyed <study>_<shape>[_<tag>]; the studies "
+                           "run replace their records, the others are kept")
+  parser.add_argument("--tag", default="",
+                      help="appended to the records' keys, e.g. the kind of host, so that runs "
+                           "on another host keep the earlier ones")
   args = parser.parse_args(argv)
   available = studies(encoder_config(args.shape))
   unknown = set(args.studies) - set(available)
@@ -241,11 +249,12 @@ def main(argv=None) -> dict:
   measured_on = host()
   for name in args.studies or available:
     variants = study(available[name], args.batch, args.rounds, name)
-    results[f"{name}_{args.shape}"] = {
+    key = "_".join(filter(None, (name, args.shape, args.tag)))
+    results[key] = {
         "shape": args.shape, "batch_size": args.batch, "sequence_length": SEQ_LEN,
         "rounds": args.rounds, "host": measured_on, "variants": variants}
     for variant, r in variants.items():
-      print(f"{name}_{args.shape:14s} {variant:24s} {r['median']:7.3f} seq/s  "
+      print(f"{key:20s} {variant:24s} {r['median']:7.3f} seq/s  "
             f"ratio {r['ratio']:.3f}")
   write_json(args.out, results)
   return results

@@ -83,6 +83,11 @@ def test_study_record(tmp_path):
   assert record["variants"]["stacked"]["ratio"] == 1.0
   for r in record["variants"].values():
     assert 0 < r["min"] <= r["median"] <= r["max"]
+  ablations.main(["layers", "--shape", "tiny", "--rounds", "1", "--batch", "2", "--tag", "avx2",
+                  "--out", str(out)])
+  results = json.loads(out.read_text())
+  assert results["layers_tiny"] == record  # a tagged run (another host) keeps the untagged one
+  assert set(results["layers_tiny_avx2"]["variants"]) == {"stacked", "per_layer_arrays"}
   with pytest.raises(SystemExit):
     ablations.main(["nonsense", "--out", str(out)])
 
@@ -100,8 +105,11 @@ def test_kernel_variants_engage_their_libraries_and_compute_the_same_probabiliti
     probabilities[name] = np.asarray(step(params, jax.random.key(0)))
     fusions[name] = library_fusions(step.as_text())
   assert fusions["onednn_dots"]["onednn"] > 0  # YNNPACK may take none of a tiny model's rest
+  assert fusions["onednn_dot_groups"] == fusions["onednn_dots"]  # the encoder chains no dots
   assert fusions["xla_default_ynnpack"]["onednn"] == 0 < fusions["xla_default_ynnpack"]["ynn"]
   assert fusions["onednn_dots_no_ynnpack"]["ynn"] == 0 < fusions["onednn_dots_no_ynnpack"]["onednn"]
   assert fusions["xla_own_dots"] == {"onednn": 0, "ynn": 0, "xnn": 0}
-  for name, p in probabilities.items():  # one seed, one initialisation: the same model
-    np.testing.assert_allclose(p, probabilities["onednn_dots"], rtol=1e-5, atol=1e-6, err_msg=name)
+  # One seed, one initialisation: the same model. The kernels sum in different orders, and two
+  # LayerNorms per layer rescale the rounding: 2e-5 apart on an AVX2 host; a wrong kernel is 1e-2.
+  for name, p in probabilities.items():
+    np.testing.assert_allclose(p, probabilities["onednn_dots"], rtol=0, atol=1e-4, err_msg=name)

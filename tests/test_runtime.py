@@ -67,11 +67,10 @@ needs_onednn_flags = pytest.mark.skipif(not runtime.onednn_flags_supported(),
 
 @needs_onednn_flags
 def test_onednn_flags_join_the_users_and_theirs_win():
-  assert xla_flags_after() == ("--xla_cpu_use_onednn=true "
-                               "--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_DOT")
+  each_dot = "--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+  assert xla_flags_after() == "--xla_cpu_use_onednn=true " + each_dot
   mine = "--xla_force_host_platform_device_count=2 --xla_cpu_use_onednn=false"
-  assert xla_flags_after(XLA_FLAGS=mine) == (
-      mine + " --xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_DOT")
+  assert xla_flags_after(XLA_FLAGS=mine) == mine + " " + each_dot
   assert xla_flags_after(**{runtime.MATMULS_ENV: "xla"}) == ""
   said = []
   assert xla_flags_after(said, **{runtime.MATMULS_ENV: "XLA "}) == xla_flags_after()
@@ -85,6 +84,33 @@ def test_the_installed_xla_takes_the_flags_and_hands_dots_to_onednn():
            "x = jax.numpy.ones((64, 64)); "
            "print(jax.jit(lambda x: x @ x).lower(x).compile().as_text().count('onednn_fusion'))")
   assert int(python(probe, ONEDNN_SETTINGS).stdout) > 0
+
+
+CHAINED_DOTS_PROBE = """
+from mtdnn_jax import runtime; runtime.use_onednn_matmuls()
+import jax, jax.numpy as jnp, numpy as np
+rng = np.random.default_rng(0)
+x, w = rng.standard_normal((64, 32), np.float32), rng.standard_normal((32, 32), np.float32) / 6
+q = rng.standard_normal((2, 16, 4, 8), np.float32)
+def attention(q):  # two dots around a softmax, as BERT's attention at evaluation
+  return jnp.einsum("bnts,bsnh->btnh", jax.nn.softmax(jnp.einsum("btnh,bsnh->bnts", q, q)), q)
+chain = jax.jit(lambda x, w: jnp.tanh(x @ w + 1.0) @ w).lower(x, w).compile()
+assert "onednn_fusion" in chain.as_text()
+np.testing.assert_allclose(chain(x, w), np.tanh(x @ w + 1.0) @ w, rtol=1e-4, atol=1e-4)
+logits = np.einsum("btnh,bsnh->bnts", q, q)
+probs = np.exp(logits - logits.max(-1, keepdims=True))
+probs /= probs.sum(-1, keepdims=True)
+np.testing.assert_allclose(jax.jit(attention)(q), np.einsum("bnts,bsnh->btnh", probs, q),
+                           rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+
+
+@needs_onednn_flags
+def test_chained_dots_compile_and_compute_under_the_flags():
+  # With the grouped fusion type, oneDNN got both dots of a chain in one graph and failed to
+  # compile it on an AVX2 host, killing the process (ONEDNN_OPTIONS says more).
+  assert python(CHAINED_DOTS_PROBE, ONEDNN_SETTINGS).stdout.strip() == "ok"
 
 
 @needs_onednn_flags
