@@ -64,8 +64,15 @@ def non_embedding_parameters(encoder_params) -> int:
                  if "embeddings" not in jax.tree_util.keystr(path)))
 
 
-def train_step_flops(config: EncoderConfig, non_embedding: int, input_shape: tuple[int, ...]) -> float:
-  """Training FLOPs for one batch of token ids shaped [B, L] (or [B, K, L] for ranking)."""
+def forward_flops(config: EncoderConfig, non_embedding: int, input_shape: tuple[int, ...]) -> float:
+  """Forward-pass FLOPs for one batch of token ids shaped [B, L] (or [B, K, L] for ranking): 2 per
+  weight per token, and attention's two L×L matmuls (2 × 2 × hidden × L² a layer)."""
   sequences, length = int(np.prod(input_shape[:-1])), input_shape[-1]
-  return (6.0 * non_embedding * sequences * length
-          + 12.0 * config.num_hidden_layers * config.hidden_size * length ** 2 * sequences)
+  return (2.0 * non_embedding * sequences * length
+          + 4.0 * config.num_hidden_layers * config.hidden_size * length ** 2 * sequences)
+
+
+def train_step_flops(config: EncoderConfig, non_embedding: int, input_shape: tuple[int, ...]) -> float:
+  """Training FLOPs for the same batch: the forward pass and a backward pass of twice its cost
+  (6 × non-embedding parameters × tokens + attention)."""
+  return 3.0 * forward_flops(config, non_embedding, input_shape)
