@@ -554,7 +554,7 @@ def plot(results: dict, path: Path) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   keys = [k for k in TARGETS if "ratio" in results.get(k, {})]
-  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
+  fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
   x = np.arange(len(keys))
   left.bar(x, [results[k]["ratio"] for k in keys], color="tab:blue")
   for i, k in enumerate(keys):
@@ -571,10 +571,15 @@ def plot(results: dict, path: Path) -> None:
   xm = np.arange(len(mfu_keys))
   right.bar(xm - width / 2, [results[k]["mfu"]["ours"] for k in mfu_keys], width, label="ours")
   right.bar(xm + width / 2, [results[k]["mfu"]["peer"] for k in mfu_keys], width, label="PyTorch")
-  right.axhline(0.6, color="tab:red", ls="--", lw=1)
-  right.set_xticks(xm, [k.replace("train_", "") for k in mfu_keys])
-  right.set_title("train MFU")
-  right.legend(fontsize=8)
+  right.scatter(xm - width / 2, [results[k]["mfu"]["target_needs"] for k in mfu_keys],
+                marker="_", s=300, color="black", label="ours at the target ratio")
+  right.axhline(1.0, color="gray", lw=0.8)
+  trains = [i for i, k in enumerate(mfu_keys) if k.startswith("train_")]
+  if trains:  # the MFU target is for training
+    right.plot([trains[0] - 0.45, trains[-1] + 0.45], [0.6, 0.6], color="tab:red", ls="--", lw=1)
+  right.set_xticks(xm, [k.replace("_", "\n") for k in mfu_keys])
+  right.set_title("MFU (red: train target)")
+  right.legend(fontsize=8, loc="lower right")
   fig.tight_layout()
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=110)
