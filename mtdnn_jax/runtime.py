@@ -6,9 +6,10 @@ float32 matmul reached 250-275 GFLOP/s against oneDNN's (PyTorch's library) 330-
 call oneDNN for each dot instead (ONEDNN_OPTIONS; YNNPACK keeps the fusions without a dot):
 BERT-base and MiniLM train steps 1.09-1.14x and evaluation 1.06-1.07x faster there, MiniLM's
 1.09x and 1.06x on an AVX2 host, with XLA's float32 results to rounding (docs/PERFORMANCE.md;
-`python scripts/ablations.py xla_cpu xla_cpu_eval` measures it on yours). `use_onednn_matmuls()` adds those flags to XLA_FLAGS on
-x86-64 unless the user set them or MTDNN_JAX_CPU_MATMULS=xla, and only for the jaxlib
-releases they were checked on: XLA aborts the process on a flag it does not know.
+`python scripts/ablations.py xla_cpu xla_cpu_eval` measures it on yours).
+`use_onednn_matmuls()` adds those flags to XLA_FLAGS on x86-64 unless the user set them or
+MTDNN_JAX_CPU_MATMULS=xla, and only for the jaxlib releases they were checked on: XLA aborts
+the process on a flag it does not know.
 
 The allocator. XLA:CPU allocates a step's large temporary buffers afresh on every step. glibc's
 malloc serves blocks that large with fresh mappings (mmap, and arena heaps it grows and shrinks)

@@ -5,9 +5,9 @@
 
 Each study compiles a bare train step of the BERT-base or MiniLM shape (encoder, a 2-class
 classifier on [CLS], AdamW, float32, sequence length 128) once per variant, then alternates
-their steps for `--rounds` rounds after a warm-up; the JSON record `<study>_<shape>[_<tag>]` gives the
-host (hosts of one name differ), sequences/s (median, min, max) per variant and each
-variant's ratio to the first one, which is what the project ships:
+their steps for `--rounds` rounds after a warm-up; the JSON record `<study>_<shape>[_<tag>]`
+gives the host (hosts of one name differ), sequences/s (median, min, max) per variant and
+each variant's ratio to the first one, which is what the project ships:
   layers    the stacked per-layer weights we use vs each layer's weights as separate arrays;
   dropout   BERT's dropout as we draw it (mtdnn_jax.models.dropout: jax's threefry masks, the
             hash as element-wise operations XLA fuses) vs flax's nn.Dropout (the same masks

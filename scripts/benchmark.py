@@ -25,8 +25,9 @@ Precision: float32 on a CPU by default; on a GPU (where the peer runs on CUDA) b
 for both (ours: config.model.dtype, cuDNN attention where dropout is off; the peer:
 torch.autocast), weights float32 on both sides.
 MFU = (6 x non-embedding parameters x tokens + 12 x layers x hidden x length² x sequences) /
-time / peak for a train step, a third of those FLOPs for a forward pass, the peak being XLA's measured matmul on a CPU and the data sheet's dense bfloat16
-figure on a GPU (mtdnn_jax/throughput.py). `--quick` takes under 5 minutes on 2 cores.
+time / peak for a train step, a third of those FLOPs for a forward pass, the peak being XLA's
+measured matmul on a CPU and the data sheet's dense bfloat16 figure on a GPU
+(mtdnn_jax/throughput.py). `--quick` takes under 5 minutes on 2 cores.
 """
 from __future__ import annotations
 

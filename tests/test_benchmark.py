@@ -37,15 +37,15 @@ def test_every_measurement_is_a_median_ratio(smoke_run):
 
 
 def test_flop_counts_by_hand():
+  import jax
+  import jax.numpy as jnp
+
   from mtdnn_jax import throughput
+  from mtdnn_jax.models import bert
   from scripts.benchmark import encoder_shape
   base = encoder_shape("base")
   # BERT-base: 85.65 M weights outside the embeddings (12 layers of 7.088 M, the pooler 0.59 M);
   # one 128-token sequence: 2 × 85.65 M × 128 + 4 × 12 × 768 × 128² = 22.53 GFLOP forward.
-  import jax
-  import jax.numpy as jnp
-
-  from mtdnn_jax.models import bert
   ids = jnp.zeros((1, 128), jnp.int32)
   shapes = jax.eval_shape(lambda: bert.BertEncoder(base).init(jax.random.key(0), ids, ids, ids))
   assert throughput.non_embedding_parameters(shapes["params"]) == 85_645_056
@@ -53,7 +53,8 @@ def test_flop_counts_by_hand():
   assert forward / 1e9 == pytest.approx(22.53, abs=0.005)
   # A train step is the forward pass and a backward pass of twice its cost; a ranking batch
   # [B, K, L] is B × K sequences.
-  assert throughput.train_step_flops(base, 85_645_056, (4, 2, 128)) == pytest.approx(3 * 8 * forward)
+  train = throughput.train_step_flops(base, 85_645_056, (4, 2, 128))
+  assert train == pytest.approx(3 * 8 * forward)
 
 
 def test_e2e_uses_mrpc_and_compiles_once_per_bucket(smoke_run):
