@@ -13,6 +13,10 @@ rounds) and `ratio` = median(ours) / median(peer):
                             against PyTorch under no_grad, and against torch.compile (full run);
                             each train and eval record has `mfu`: ours, peer, and
                             `target_needs`, the MFU the issue's ratio would take of us;
+                            and `matmul_bound`: sequences/s of the matrix products the
+                            step (or forward pass) cannot do without, each timed alone at
+                            its fastest, and that over the peer's median (`ratio_to_peer`):
+                            no implementation whose products run no faster passes it;
   e2e_mrpc                  training examples/s on MRPC's real train set (MiniLM shape): our
                             sampler with 3 buckets fitted to its lengths (config.fit_buckets)
                             and our step, against PyTorch batches padded to their longest
@@ -73,14 +77,14 @@ BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_at
 SETTINGS = {  # per mode: batch sizes and rounds; sequence length 128 everywhere but e2e
     "quick": dict(rounds=5, train_batch={"base": 8, "minilm": 16},
                   eval_batch={"base": 8, "minilm": 32}, e2e_batches_per_round=2,
-                  torch_compile=False, matmul_seconds=1.0),
+                  torch_compile=False, matmul_seconds=1.0, bound_seconds_each=0.1),
     "full": dict(rounds=7, train_batch={"base": 16, "minilm": 32},
                  eval_batch={"base": 64, "minilm": 128}, e2e_batches_per_round=None,
-                 torch_compile=True, matmul_seconds=3.0),
+                 torch_compile=True, matmul_seconds=3.0, bound_seconds_each=0.3),
     # For tests: every code path at a tiny size (2 layers, hidden 32); not a measurement.
     "smoke": dict(rounds=2, train_batch={"base": 4, "minilm": 4},
                   eval_batch={"base": 4, "minilm": 4}, e2e_batches_per_round=2,
-                  torch_compile=False, matmul_seconds=0.1,
+                  torch_compile=False, matmul_seconds=0.1, bound_seconds_each=0.01,
                   encoder=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                intermediate_size=64)),
 }
@@ -275,8 +279,8 @@ def as_features(batch: dict[str, np.ndarray]) -> Features:
 # ------------------------------------------------------------------------------ measurements
 
 def measure_train(name: str, encoder_config: EncoderConfig, batch_size: int,
-                  eval_batch_size: int, rounds: int, peak: float,
-                  precision: str) -> tuple[dict, Ours, Peer]:
+                  eval_batch_size: int, rounds: int, peak: float, precision: str,
+                  bound_seconds_each: float) -> tuple[dict, Ours, Peer]:
   ours = Ours(encoder_config, batch_size, (SEQ_LEN,), eval_batch_size, precision)
   peer = Peer(encoder_config, precision)
   batch = full_length_batch(np.random.default_rng(0), batch_size, SEQ_LEN,
@@ -292,6 +296,8 @@ def measure_train(name: str, encoder_config: EncoderConfig, batch_size: int,
                       tokens_per_s={k: statistics.median(v) * SEQ_LEN for k, v in rates.items()},
                       mfu=utilisation(rates, ours.step_flops(batch_size, SEQ_LEN) / batch_size,
                                       peak, TARGETS[f"train_{name}"]),
+                      matmul_bound=matmul_bound(encoder_config, batch_size, True, precision,
+                                                bound_seconds_each, rates["peer"]),
                       compilations=ours.compilations())
   return result, ours, peer
 
@@ -304,8 +310,23 @@ def utilisation(rates: dict[str, list[float]], flops_per_sequence: float, peak: 
   return {**mfu, "target_needs": target * mfu["peer"]}
 
 
+def matmul_bound(encoder_config: EncoderConfig, batch_size: int, train: bool, precision: str,
+                 seconds_each: float, peer_rates: list[float]) -> dict:
+  """The speed no implementation reaches whose matrix products run no faster than each runs
+  alone here (throughput.necessary_matmuls: the step's or forward pass's products, the last
+  layer at [CLS] only), and its ratio to the peer: below the target ratio, the target is out of
+  reach on this machine whatever is done outside the matrix products."""
+  matmuls = throughput.necessary_matmuls(encoder_config, batch_size, SEQ_LEN, train)
+  seconds = throughput.matmul_seconds(matmuls, precision, seconds_each)
+  flops = sum(m.flops for m in matmuls)
+  return {"sequences_per_s": batch_size / seconds,
+          "ratio_to_peer": batch_size / seconds / statistics.median(peer_rates),
+          "matmul_gflop": flops / 1e9, "matmul_gflops_per_s": flops / seconds / 1e9}
+
+
 def measure_eval(name: str, ours: Ours, peer: Peer, batch_size: int, rounds: int,
-                 torch_compile: bool, peak: float) -> dict:
+                 torch_compile: bool, peak: float, precision: str,
+                 bound_seconds_each: float) -> dict:
   batch = full_length_batch(np.random.default_rng(1), batch_size, SEQ_LEN,
                             ours.encoder_config.vocab_size)
   features = as_features(batch)
@@ -329,7 +350,9 @@ def measure_eval(name: str, ours: Ours, peer: Peer, batch_size: int, rounds: int
   return comparison(rates["ours"], rates["peer"], "sequences/s", batch_size=batch_size,
                     seq_len=SEQ_LEN,
                     mfu=utilisation(rates, ours.forward_flops(batch_size, SEQ_LEN) / batch_size,
-                                    peak, TARGETS[f"eval_{name}"]), **extra)
+                                    peak, TARGETS[f"eval_{name}"]),
+                    matmul_bound=matmul_bound(ours.encoder_config, batch_size, False, precision,
+                                              bound_seconds_each, rates["peer"]), **extra)
 
 
 def mrpc_features(glue_dir: Path, tokenizer) -> Features:
@@ -477,10 +500,11 @@ def run(mode: str, glue_dir: Path, precision: str) -> dict:
   for name in ("minilm", "base"):
     results[f"train_{name}"], ours, peer = measure_train(
         name, shapes[name], settings["train_batch"][name], settings["eval_batch"][name], rounds,
-        peak, precision)
+        peak, precision, settings["bound_seconds_each"])
     compile_info[f"train_{name}_seconds"] = ours.compile_seconds
     results[f"eval_{name}"] = measure_eval(name, ours, peer, settings["eval_batch"][name],
-                                           rounds, settings["torch_compile"], peak)
+                                           rounds, settings["torch_compile"], peak, precision,
+                                           settings["bound_seconds_each"])
     results["memory"][name] = peak_rss_mib()
     del ours, peer
   if (glue_dir / "MRPC").is_dir():
@@ -506,20 +530,22 @@ BEGIN, END = "<!-- benchmark results: begin -->", "<!-- benchmark results: end -
 
 def results_table(results: dict) -> str:
   rows = ["| measurement | unit | ours (median [min, max]) | PyTorch peer | ours/peer | target "
-          "| MFU ours / peer | MFU the target needs |", "|---|---|---|---|---|---|---|---|"]
+          "| MFU ours / peer | MFU the target needs | bound: matmuls alone / peer |",
+          "|---|---|---|---|---|---|---|---|---|"]
   for key, target in TARGETS.items():
     r = results.get(key, {})
     if "ratio" not in r:
-      rows.append(f"| {key} | | {r.get('skipped', 'not measured')} | | | ≥ {target} | | |")
+      rows.append(f"| {key} | | {r.get('skipped', 'not measured')} | | | ≥ {target} | | | |")
       continue
     span = lambda s: f"{s['median']:.2f} [{s['min']:.2f}, {s['max']:.2f}]"
     mfu = f"{r['mfu']['ours']:.0%} / {r['mfu']['peer']:.0%}" if "mfu" in r else ""
     needs = f"{r['mfu']['target_needs']:.0%}" if "mfu" in r else ""
+    bound = f"{r['matmul_bound']['ratio_to_peer']:.2f}" if "matmul_bound" in r else ""
     peer = span(r["peer"])
     if "peer_compiled" in r:
       peer += f"; torch.compile {r['peer_compiled']['median']:.2f}"
     rows.append(f"| {key} | {r['unit']} | {span(r['ours'])} | {peer} | **{r['ratio']:.2f}** "
-                f"| ≥ {target} | {mfu} | {needs} |")
+                f"| ≥ {target} | {mfu} | {needs} | {bound} |")
   m = results["machine"]
   compile_info = results.get("compile", {})
   lines = [
@@ -537,6 +563,10 @@ def results_table(results: dict) -> str:
                                 for k, v in compile_info.items()),
       "- peak resident memory (MiB, cumulative over the run): " + ", ".join(
           f"{k} {v:.0f}" for k, v in results["memory"].items() if k != "unit"),
+      "- bound: the sequences/s of the step's (or forward pass's) matrix products alone, each at "
+      "its fastest in this run (`throughput.necessary_matmuls`; the last layer at [CLS] only), "
+      "over the peer's; where it is below the target, no work outside the matrix products "
+      "reaches the target on this machine.",
       f"- runtime settings in force: `{json.dumps(m['runtime'])}`",
   ]
   e2e = results.get("e2e_mrpc", {})
@@ -563,10 +593,15 @@ def plot(results: dict, path: Path) -> None:
     high = results[k]["ours"]["max"] / results[k]["peer"]["min"]
     left.plot([i, i], [low, high], color="black", lw=1)
     left.plot([i - 0.4, i + 0.4], [TARGETS[k]] * 2, color="tab:red", ls="--", lw=1)
+  bounded = [i for i, k in enumerate(keys) if "matmul_bound" in results[k]]
+  left.scatter(bounded, [results[keys[i]]["matmul_bound"]["ratio_to_peer"] for i in bounded],
+               marker="v", color="black", zorder=3, label="bound: matmuls alone")
   left.axhline(1.0, color="gray", lw=0.8)
   left.set_xticks(x, keys)
   left.set_ylabel("ours / PyTorch (median; bar: min–max)")
   left.set_title("throughput ratio (red: target)")
+  if bounded:
+    left.legend(fontsize=8, loc="upper left")
   mfu_keys = [k for k in keys if "mfu" in results[k]]
   width = 0.38
   xm = np.arange(len(mfu_keys))

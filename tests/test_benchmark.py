@@ -36,6 +36,65 @@ def test_every_measurement_is_a_median_ratio(smoke_run):
     assert results[key]["compilations"] == 1  # one shape, one compile
 
 
+def test_matmul_bound_is_the_necessary_products_over_the_peer(smoke_run):
+  from mtdnn_jax import throughput
+  from scripts.benchmark import SEQ_LEN, SETTINGS, encoder_shape
+  results, _ = smoke_run
+  for key in ("train_base", "train_minilm", "eval_base", "eval_minilm"):
+    kind, shape = key.split("_")
+    bound, batch = results[key]["matmul_bound"], results[key]["batch_size"]
+    config = encoder_shape(shape).replace(**SETTINGS["smoke"]["encoder"])
+    matmuls = throughput.necessary_matmuls(config, batch, SEQ_LEN, train=kind == "train")
+    assert bound["matmul_gflop"] * 1e9 == pytest.approx(sum(m.flops for m in matmuls))
+    assert bound["ratio_to_peer"] == pytest.approx(
+        bound["sequences_per_s"] / results[key]["peer"]["median"])
+    assert bound["matmul_gflops_per_s"] == pytest.approx(
+        bound["matmul_gflop"] * bound["sequences_per_s"] / batch)
+
+
+def test_necessary_matmuls_by_hand_and_against_xla_and_autodiff():
+  import jax
+  import jax.numpy as jnp
+
+  from mtdnn_jax import throughput
+  from mtdnn_jax.models.config import EncoderConfig
+  hidden, inner, layers, heads, B, L = 16, 48, 3, 4, 2, 8
+  config = EncoderConfig(vocab_size=100, hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, intermediate_size=inner)
+  forward = throughput.necessary_matmuls(config, B, L, train=False, classes=3)
+  # Full layers: Q, K, V, output projections and the feed-forward block at every token, and
+  # attention's two L × L products; the last layer: K and V at every token, the rest at [CLS];
+  # then the pooler and the 3-way classifier.
+  full_layer = 2 * B * L * (4 * hidden ** 2 + 2 * hidden * inner) + 4 * B * L ** 2 * hidden
+  last_layer = (2 * 2 * B * L * hidden ** 2 + 2 * B * hidden ** 2 + 4 * B * L * hidden
+                + 2 * B * hidden ** 2 + 2 * 2 * B * hidden * inner)
+  heads_flops = 2 * B * hidden ** 2 + 2 * B * hidden * 3
+  assert sum(m.flops for m in forward) == (layers - 1) * full_layer + last_layer + heads_flops
+  train = throughput.necessary_matmuls(config, B, L, train=True, classes=3)
+  assert sum(m.flops for m in train) == 3 * sum(m.flops for m in forward)
+
+  rng = np.random.default_rng(0)
+  checked = set()
+  for m in set(forward):
+    a = jnp.asarray(rng.normal(size=m.lhs), jnp.float32)
+    b = jnp.asarray(rng.normal(size=m.rhs), jnp.float32)
+    # XLA's own count of the product's FLOPs.
+    assert jax.jit(m.apply).lower(a, b).compile().cost_analysis()["flops"] == m.flops, m
+    y, vjp = jax.vjp(m.apply, a, b)
+    dy = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    expected = vjp(dy)
+    # Each gradient product, on the operands its shapes name, is autodiff's gradient.
+    for gradient, want in zip(m.gradients(), expected):
+      operands = {a.shape: a, b.shape: b, dy.shape: dy}
+      if len(operands) < 3:
+        continue  # two operands of one shape: which is which is ambiguous here
+      got = gradient.apply(operands[gradient.lhs], operands[gradient.rhs])
+      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+      assert gradient.flops == m.flops
+      checked.add((m.batch, m.contract))
+  assert checked == {(0, (1, 0)), (1, (2, 2)), (1, (2, 1))}  # x @ w, q @ kᵀ, probs @ v
+
+
 def test_flop_counts_by_hand():
   import jax
   import jax.numpy as jnp
