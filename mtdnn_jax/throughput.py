@@ -45,7 +45,7 @@ def measured_matmul_peak(size: int = 1024, seconds: float = 0.5, dtype: str = "f
   """FLOP/s of a [size x size] matrix multiply in `dtype`, best of repeated timed rounds."""
   a = jnp.ones((size, size), dtype)
   matmul = jax.jit(lambda x: x @ x)
-  return 2 * size ** 3 / fastest_call_seconds(lambda: matmul(a), seconds)
+  return 2 * size ** 3 / fastest_call_seconds(lambda: matmul(a).block_until_ready(), seconds)
 
 
 def machine_peak_flops() -> tuple[float, str]:
@@ -76,7 +76,6 @@ def train_step_flops(config: EncoderConfig, non_embedding: int, input_shape: tup
   """Training FLOPs for the same batch: the forward pass and a backward pass of twice its cost
   (6 × non-embedding parameters × tokens + attention)."""
   return 3.0 * forward_flops(config, non_embedding, input_shape)
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,22 +148,24 @@ def necessary_matmuls(config: EncoderConfig, sequences: int, length: int, train:
 
 
 def fastest_call_seconds(call, seconds: float) -> float:
-  """The fastest of repeated `call()`s (each waited for) over `seconds`, after one untimed."""
-  jax.block_until_ready(call())
+  """The fastest of repeated `call()`s over `seconds`, after one untimed; `call` returns only
+  when its work is done (a jax result waited for, a CUDA stream synchronised)."""
+  call()
   best, deadline = float("inf"), time.perf_counter() + seconds
   while time.perf_counter() < deadline:
     start = time.perf_counter()
-    jax.block_until_ready(call())
+    call()
     best = min(best, time.perf_counter() - start)
   return best
 
 
-def matmul_seconds(matmuls: list[Matmul], dtype: str = "float32", seconds_each: float = 0.2) -> float:
+def matmul_seconds(matmuls: list[Matmul], dtype: str = "float32",
+                   seconds_each: float = 0.2) -> float:
   """The time `matmuls` take when each one runs alone: the fastest call of each distinct
   product (timed for `seconds_each`), times how often it occurs."""
   total = 0.0
   for m, count in collections.Counter(matmuls).items():
     product = jax.jit(m.apply)
     a, b = jnp.ones(m.lhs, dtype), jnp.ones(m.rhs, dtype)
-    total += count * fastest_call_seconds(lambda: product(a, b), seconds_each)
+    total += count * fastest_call_seconds(lambda: product(a, b).block_until_ready(), seconds_each)
   return total

@@ -318,9 +318,8 @@ def matmul_bound(encoder_config: EncoderConfig, batch_size: int, train: bool, pr
   reach on this machine whatever is done outside the matrix products."""
   matmuls = throughput.necessary_matmuls(encoder_config, batch_size, SEQ_LEN, train)
   seconds = throughput.matmul_seconds(matmuls, precision, seconds_each)
-  flops = sum(m.flops for m in matmuls)
-  return {"sequences_per_s": batch_size / seconds,
-          "ratio_to_peer": batch_size / seconds / statistics.median(peer_rates),
+  flops, rate = sum(m.flops for m in matmuls), batch_size / seconds
+  return {"sequences_per_s": rate, "ratio_to_peer": rate / statistics.median(peer_rates),
           "matmul_gflop": flops / 1e9, "matmul_gflops_per_s": flops / seconds / 1e9}
 
 
@@ -445,14 +444,13 @@ def torch_matmul_peak(size: int, seconds: float, precision: str) -> float:
   import torch
   device = torch_device()
   a = torch.ones(size, size, dtype=getattr(torch, precision), device=device)
-  best, deadline = 0.0, time.perf_counter() + seconds
-  while time.perf_counter() < deadline:
-    start = time.perf_counter()
+
+  def matmul():
     a @ a
     if device == "cuda":
       torch.cuda.synchronize()
-    best = max(best, 2 * size ** 3 / (time.perf_counter() - start))
-  return best
+
+  return 2 * size ** 3 / throughput.fastest_call_seconds(matmul, seconds)
 
 
 def device_peak_memory_mib() -> dict[str, float]:
