@@ -1,7 +1,8 @@
 """One-process A/B runs behind docs/PERFORMANCE.md's table of ideas tried after the benchmark.
 
   python scripts/ablations.py [--shape base|minilm] [--batch 8] [--rounds 5] \
-      [--out docs/results/ablations.json] [--tag HOST] [layers] [dropout] [xla_cpu] [xla_cpu_eval]
+      [--out docs/results/ablations.json] [--tag HOST] [layers] [last_layer] [last_layer_eval] \
+      [dropout] [xla_cpu] [xla_cpu_eval]
 
 Each study compiles a bare train step of the BERT-base or MiniLM shape (encoder, a 2-class
 classifier on [CLS], AdamW, float32, sequence length 128) once per variant, then alternates
@@ -9,6 +10,9 @@ their steps for `--rounds` rounds after a warm-up; the JSON record `<study>_<sha
 gives the host (hosts of one name differ), sequences/s (median, min, max) per variant and
 each variant's ratio to the first one, which is what the project ships:
   layers    the stacked per-layer weights we use vs each layer's weights as separate arrays;
+  last_layer  the last layer computed at [CLS] alone (what MTDNN does when no head reads other
+            tokens: BertEncoder's cls_only) vs at every position; last_layer_eval the same on
+            a forward pass;
   dropout   BERT's dropout as we draw it (mtdnn_jax.models.dropout: jax's threefry masks, the
             hash as element-wise operations XLA fuses) vs flax's nn.Dropout (the same masks
             through jax.random, whose threefry XLA:CPU runs as a loop of passes over memory) vs
@@ -48,12 +52,14 @@ from scripts.benchmark import SEQ_LEN, encoder_shape, interleaved, machine, summ
 
 
 class StackedClassifier(nn.Module):
-  """Our encoder as it ships (layers under an unrolled scan, weights stacked) + a classifier."""
+  """Our encoder as it ships (layers under an unrolled scan, weights stacked; the last layer at
+  [CLS] alone, as MTDNN computes it for heads that read only [CLS]) + a classifier."""
   config: EncoderConfig
+  cls_only: bool = True
 
   @nn.compact
   def __call__(self, input_ids, segment_ids, attention_mask, deterministic):
-    encoded = bert.BertEncoder(self.config, name="encoder")(
+    encoded = bert.BertEncoder(self.config, cls_only=self.cls_only, name="encoder")(
         input_ids, segment_ids, attention_mask, deterministic=deterministic)
     return nn.Dense(2)(encoded.last_hidden_state[:, 0])
 
@@ -198,8 +204,13 @@ def studies(config: EncoderConfig) -> dict[str, dict[str, Variant]]:
                   for name, options in KERNELS.items()},
       "xla_cpu_eval": {name: Variant(StackedClassifier(config), compiler_options=options,
                                      evaluate=True) for name, options in KERNELS.items()},
-      "layers": {"stacked": Variant(StackedClassifier(config)),
+      "layers": {"stacked": Variant(StackedClassifier(config, cls_only=False)),
                  "per_layer_arrays": Variant(PerLayerClassifier(config))},
+      "last_layer": {"cls_only": Variant(StackedClassifier(config)),
+                     "every_position": Variant(StackedClassifier(config, cls_only=False))},
+      "last_layer_eval": {
+          "cls_only": Variant(StackedClassifier(config), evaluate=True),
+          "every_position": Variant(StackedClassifier(config, cls_only=False), evaluate=True)},
       "dropout": {
           "fused_threefry": Variant(StackedClassifier(config)),
           "flax_dropout": Variant(StackedClassifier(config), nn.Dropout),
@@ -230,7 +241,8 @@ def host() -> dict:
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("studies", nargs="*",
-                      help="layers, dropout, xla_cpu, xla_cpu_eval (default: all)")
+                      help="layers, last_layer, last_layer_eval, dropout, xla_cpu, "
+                           "xla_cpu_eval (default: all)")
   parser.add_argument("--shape", choices=("base", "minilm", "tiny"), default="base")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--rounds", type=int, default=5)

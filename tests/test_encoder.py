@@ -33,7 +33,8 @@ def hf_outputs(minilm_hf_dir, batch):
 
 
 def run_encoder(model, batch, **kwargs):
-  module_kwargs = {k: kwargs.pop(k) for k in ("dtype", "remat", "attention_impl") if k in kwargs}
+  module_kwargs = {k: kwargs.pop(k) for k in ("dtype", "remat", "attention_impl", "unroll_layers",
+                                               "cls_only") if k in kwargs}
   return BertEncoder(model.config, **module_kwargs).apply(
       {"params": model.params}, batch["input_ids"], batch["segment_ids"],
       batch["attention_mask"], **kwargs)
@@ -107,6 +108,54 @@ def test_remat_and_the_layer_loop_change_nothing_but_speed_and_memory(minilm, ba
   assert jax.tree.structure(plain[1]) == jax.tree.structure(other[1])
   for a, b in zip(jax.tree_util.tree_leaves(plain[1]), jax.tree_util.tree_leaves(other[1])):
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", [{}, dict(remat=True), dict(unroll_layers=False)],
+                         ids=["unrolled", "remat", "scan_loop"])
+def test_last_layer_at_cls_alone_gives_bert_at_cls_and_the_same_gradients(
+    minilm, batch, hf_outputs, variant):
+  """`cls_only` computes the last layer at [CLS] alone: its [CLS] state and pooled output are
+  PyTorch BERT's, and the gradient of anything computed from them is the full encoder's."""
+  ours = run_encoder(minilm, batch, cls_only=True, **variant)
+  assert ours.last_hidden_state.shape == (len(batch["input_ids"]), 1, minilm.config.hidden_size)
+  np.testing.assert_allclose(ours.last_hidden_state[:, 0],
+                             hf_outputs.last_hidden_state[:, 0].numpy(), atol=1e-4, rtol=0)
+  np.testing.assert_allclose(ours.pooled_output, hf_outputs.pooler_output.numpy(),
+                             atol=1e-4, rtol=0)
+
+  def loss(params, cls_only):
+    out = BertEncoder(minilm.config, cls_only=cls_only, **variant).apply(
+        {"params": params}, batch["input_ids"], batch["segment_ids"], batch["attention_mask"])
+    return jnp.mean(out.pooled_output ** 2) + jnp.mean(out.last_hidden_state[:, 0] ** 3)
+
+  full = jax.value_and_grad(loss)(minilm.params, False)
+  at_cls = jax.value_and_grad(loss)(minilm.params, True)
+  np.testing.assert_allclose(at_cls[0], full[0], rtol=1e-6)
+  assert jax.tree.structure(at_cls[1]) == jax.tree.structure(full[1])
+  # Within float32 rounding of each leaf's scale; the keys' bias gradient is zero in exact
+  # arithmetic (it shifts all of a query's logits alike), rounding noise in both, hence the floor.
+  overall = max(float(np.abs(a).max()) for a in jax.tree.leaves(full[1]))
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(full[1]), jax.tree.leaves(at_cls[1])):
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * float(np.abs(a).max()) + 1e-7 * overall,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def test_last_layer_at_cls_alone_with_dropout(minilm, batch):
+  """In training the [CLS]-only layer runs the explicit attention with dropout: with vanishing
+  rates it equals the deterministic result; with BERT's it is random and reproducible."""
+  from mtdnn_jax.model_dir import ModelDir
+  config = minilm.config.replace(attention_probs_dropout_prob=1e-12, hidden_dropout_prob=1e-12)
+  model = ModelDir(minilm.path, config, minilm.params, minilm.tokenizer_settings, {})
+  plain = run_encoder(model, batch, cls_only=True)
+  vanishing = run_encoder(model, batch, cls_only=True, deterministic=False,
+                          rngs={"dropout": jax.random.PRNGKey(0)})
+  np.testing.assert_allclose(vanishing.pooled_output, plain.pooled_output, atol=5e-5)
+  train = lambda seed: run_encoder(minilm, batch, cls_only=True, deterministic=False,
+                                   rngs={"dropout": jax.random.PRNGKey(seed)}).pooled_output
+  np.testing.assert_array_equal(train(1), train(1))
+  assert np.abs(np.asarray(train(1)) - np.asarray(train(2))).max() > 1e-3
+  with pytest.raises(ValueError, match="output_hidden_states"):
+    run_encoder(minilm, batch, cls_only=True, output_hidden_states=True)
 
 
 def test_every_parameter_has_logical_axis_names():

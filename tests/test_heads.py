@@ -210,3 +210,32 @@ def test_ranking_scores_each_candidate_pair_and_softmaxes_over_them():
   scores = np.asarray(outputs.scores)
   expected = [-np.log(softmax(scores[0])[2]), -np.log(softmax(scores[1, :2])[1])]
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def test_an_encoder_under_heads_that_read_only_cls_computes_its_last_layer_there_alone():
+  """Classifier and scorer heads read the pooled [CLS] alone, so MTDNN runs the encoder's last
+  layer at [CLS] only (fewer FLOPs, the same logits); SAN, tagging and span heads read every
+  token."""
+  from mtdnn_jax.models import BertEncoder, EncoderConfig
+  from mtdnn_jax.models.mtdnn import MTDNN
+  assert not head_layout([GLUE["mrpc"], GLUE["stsb"]]).reads_every_token
+  assert head_layout([GLUE["mrpc"], dataclasses.replace(GLUE["mnli"], enable_san=True)]
+                     ).reads_every_token
+  config = EncoderConfig(vocab_size=40, hidden_size=16, num_hidden_layers=3,
+                         num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
+  rng = np.random.default_rng(2)
+  ids = jnp.asarray(rng.integers(5, 40, size=(4, 12)), jnp.int32)
+  mask = jnp.asarray(np.arange(12)[None] < np.array([[12], [7], [9], [3]]), jnp.int32)
+  task_id = jnp.zeros(4, jnp.int32)
+  model = MTDNN(config, head_layout([GLUE["mrpc"]]))
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), ids, ids * 0, mask, task_id)["params"])
+  logits = jax.jit(lambda p: model.apply({"params": p}, ids, ids * 0, mask, task_id).logits)
+  pooled = jax.jit(lambda p: BertEncoder(config).apply({"params": p}, ids, ids * 0,
+                                                        mask).pooled_output)
+  w = np.asarray(params["heads"]["classifier"]["kernel"][0])
+  b = np.asarray(params["heads"]["classifier"]["bias"][0])
+  np.testing.assert_allclose(logits(params)[:, :2], np.asarray(pooled(params["encoder"])) @ w + b,
+                             atol=1e-5)
+  # The whole model, head included, does less than the encoder alone at every position.
+  flops = lambda f, p: f.lower(p).compile().cost_analysis()["flops"]
+  assert flops(logits, params) < flops(pooled, params["encoder"])

@@ -97,6 +97,7 @@ class SelfAttention(nn.Module):
   config: EncoderConfig
   dtype: jnp.dtype = jnp.float32
   attention_impl: AttentionImpl = "xla"
+  cls_only: bool = False  # attend from the [CLS] position alone (keys and values: every token)
 
   @nn.compact
   def __call__(self, x, attention_mask, *, deterministic: bool):
@@ -104,7 +105,8 @@ class SelfAttention(nn.Module):
     project = functools.partial(
         nn.DenseGeneral, features=(cfg.num_attention_heads, cfg.head_dim), dtype=self.dtype,
         kernel_init=_weight_init(cfg, ("embed", "heads", "kv")), bias_init=_zeros(("heads", "kv")))
-    query = project(name="query")(x)  # [batch, seq, heads, head_dim]
+    # [batch, seq (1 if cls_only), heads, head_dim]
+    query = project(name="query")(x[:, :1] if self.cls_only else x)
     key = project(name="key")(x)
     value = project(name="value")(x)
 
@@ -115,7 +117,7 @@ class SelfAttention(nn.Module):
       logits = jnp.where(attention_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
       probs = Dropout(dropout_rate)(jax.nn.softmax(logits, axis=-1), deterministic=False)
       context = jnp.einsum("bnts,bsnh->btnh", probs.astype(self.dtype), value)
-    elif self.attention_impl == "cudnn":
+    elif self.attention_impl == "cudnn" and not self.cls_only:  # one query: no kernel needed
       # cuDNN's fused kernel takes padding as sequence lengths (our padding is on the right).
       context = jax.nn.dot_product_attention(
           query, key, value, implementation="cudnn",
@@ -130,21 +132,25 @@ class SelfAttention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-  """One post-LayerNorm BERT layer, shaped as a scan body: (carry, mask) -> (carry, output)."""
+  """One post-LayerNorm BERT layer, shaped as a scan body: (carry, mask) -> (carry, output).
+  With `cls_only` it computes its output at the [CLS] position alone ([batch, 1, hidden]),
+  attending to every token: all a classifier on the last layer's [CLS] needs."""
   config: EncoderConfig
   dtype: jnp.dtype = jnp.float32
   attention_impl: AttentionImpl = "xla"
   deterministic: bool = True
   output_hidden_states: bool = False
+  cls_only: bool = False
 
   @nn.compact
   def __call__(self, x, attention_mask):
     cfg = self.config
     dropout = Dropout(cfg.hidden_dropout_prob)
-    attended = SelfAttention(cfg, self.dtype, self.attention_impl, name="attention")(
-        x, attention_mask, deterministic=self.deterministic)
+    attention = SelfAttention(cfg, self.dtype, self.attention_impl, self.cls_only, name="attention")
+    attended = attention(x, attention_mask, deterministic=self.deterministic)
+    residual = x[:, :1] if self.cls_only else x
     x = _layer_norm(cfg, self.dtype, "attention_norm")(
-        x + dropout(attended, deterministic=self.deterministic))
+        residual + dropout(attended, deterministic=self.deterministic))
     h = _dense(cfg, cfg.intermediate_size, ("embed", "mlp"), self.dtype, "intermediate")(x)
     h = _dense(cfg, cfg.hidden_size, ("mlp", "embed"), self.dtype, "output")(activation(cfg.hidden_act)(h))
     x = _layer_norm(cfg, self.dtype, "output_norm")(
@@ -152,8 +158,52 @@ class TransformerLayer(nn.Module):
     return x, (x if self.output_hidden_states else None)
 
 
+def _scanned_layers(layer: type[nn.Module], length: int, unroll: bool):
+  """`layer` under `nn.scan`: its parameters stacked on a leading `layers` axis."""
+  return nn.scan(layer, length=length, in_axes=nn.broadcast, variable_axes={"params": 0},
+                 split_rngs={"params": True, "dropout": True},
+                 metadata_params={nn.PARTITION_NAME: "layers"}, unroll=length if unroll else 1)
+
+
+def _first_layers_and_last(variables: dict) -> dict:
+  """The stacked layer parameters as `_LayersThenCLS` reads them."""
+  stacked = nn.unbox(variables["params"])
+  return {"params": {"first": jax.tree.map(lambda p: p[:-1], stacked),
+                     "last": jax.tree.map(lambda p: p[-1], stacked)}}
+
+
+class _LayersThenCLS(nn.Module):
+  """The layer stack with its last layer at [CLS] alone: every layer but the last under one
+  scan, then the last with `cls_only`. It reads the parameters `_scanned_layers` made over all
+  the layers (through `nn.map_variables`), so checkpoints do not change."""
+  layer: type[nn.Module]
+  config: EncoderConfig
+  dtype: jnp.dtype
+  attention_impl: AttentionImpl
+  deterministic: bool
+  unroll: bool
+
+  @nn.compact
+  def __call__(self, x, attention_mask):
+    n = self.config.num_hidden_layers
+    common = (self.config, self.dtype, self.attention_impl, self.deterministic)
+    if n > 1:
+      x, _ = _scanned_layers(self.layer, n - 1, self.unroll)(*common, name="first")(
+          x, attention_mask)
+    x, _ = self.layer(*common, cls_only=True, name="last")(x, attention_mask)
+    return x
+
+
 class BertEncoder(nn.Module):
-  """BERT: token ids, segment ids and a padding mask → hidden states and pooled [CLS]."""
+  """BERT: token ids, segment ids and a padding mask → hidden states and pooled [CLS].
+
+  `cls_only` is for callers that read only the [CLS] position of the last layer (the pooled
+  output, a classifier on [CLS]): the last layer's queries, attention output and feed-forward
+  block are computed there alone (its keys and values still from every token), which saves
+  about 1/num_layers of the work with the same result, and `last_hidden_state` is [batch, 1,
+  hidden]. XLA does not drop that work by itself: without `cls_only` the compiled step runs
+  the last layer's products at every token (docs/PERFORMANCE.md).
+  """
   config: EncoderConfig
   dtype: jnp.dtype = jnp.float32  # compute dtype; parameters stay float32
   attention_impl: AttentionImpl = "xla"
@@ -162,6 +212,7 @@ class BertEncoder(nn.Module):
   # dynamic slices and updates inside a loop: a BERT-base train step ~8% faster on CPU
   # (docs/PERFORMANCE.md), for about twice the compile time. The parameters stay stacked.
   unroll_layers: bool = True
+  cls_only: bool = False
 
   @nn.compact
   def __call__(self, input_ids, segment_ids, attention_mask, *, deterministic: bool = True,
@@ -172,20 +223,26 @@ class BertEncoder(nn.Module):
     cfg = self.config
     if self.attention_impl not in ("xla", "cudnn"):
       raise ValueError(f"attention_impl must be 'xla' or 'cudnn', got {self.attention_impl!r}")
+    if self.cls_only and output_hidden_states:
+      raise ValueError("output_hidden_states needs every position of every layer; "
+                       "cls_only computes the last layer at [CLS] alone")
     attention_mask = attention_mask.astype(bool)
     x = Embeddings(cfg, self.dtype, name="embeddings")(input_ids, segment_ids,
                                                         deterministic=deterministic)
     if embedding_perturbation is not None:
       x = x + embedding_perturbation.astype(x.dtype)
     layer = nn.remat(TransformerLayer, prevent_cse=False) if self.remat else TransformerLayer
-    layers = nn.scan(
-        layer, length=cfg.num_hidden_layers, in_axes=nn.broadcast,
-        variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-        metadata_params={nn.PARTITION_NAME: "layers"},
-        unroll=cfg.num_hidden_layers if self.unroll_layers else 1)
     embedded = x
-    x, per_layer = layers(cfg, self.dtype, self.attention_impl, deterministic,
-                          output_hidden_states, name="layers")(x, attention_mask)
+    if self.cls_only and not self.is_initializing():
+      layers = nn.map_variables(_LayersThenCLS, "params", trans_in_fn=_first_layers_and_last)
+      x = layers(layer, cfg, self.dtype, self.attention_impl, deterministic, self.unroll_layers,
+                 name="layers")(x, attention_mask)
+    else:  # initialisation creates every layer's parameters the same way in both cases
+      x, per_layer = _scanned_layers(layer, cfg.num_hidden_layers, self.unroll_layers)(
+          cfg, self.dtype, self.attention_impl, deterministic, output_hidden_states,
+          name="layers")(x, attention_mask)
+      if self.cls_only:
+        x = x[:, :1]
     pooled = nn.tanh(_dense(cfg, cfg.hidden_size, ("embed", "mlp"), self.dtype, "pooler")(x[:, 0]))
     hidden_states = None
     if output_hidden_states:

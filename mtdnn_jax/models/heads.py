@@ -32,6 +32,7 @@ from mtdnn_jax.tasks import TaskDef, TaskType
 
 KINDS = ("classifier", "san", "scorer", "tagger", "span")
 _CLASS_KINDS = ("classifier", "san")  # kinds whose output is one distribution per example
+_TOKEN_KINDS = ("san", "tagger", "span")  # kinds that read every token state, not only [CLS]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,12 @@ class HeadLayout:
       for row, task in enumerate(self.tasks_of(kind)):
         rows[task] = row
     return rows
+
+  @property
+  def reads_every_token(self) -> bool:
+    """Whether some head reads token states beyond the pooled [CLS]; when none does, the
+    encoder computes its last layer at [CLS] alone (BertEncoder's `cls_only`)."""
+    return any(h.kind in _TOKEN_KINDS for h in self.heads)
 
   @property
   def max_classes(self) -> int:

@@ -26,10 +26,11 @@ class MTDNN(nn.Module):
     if candidates:  # every candidate is its own (question, candidate) pair through the encoder
       input_ids, segment_ids, attention_mask = (
           x.reshape(-1, x.shape[-1]) for x in (input_ids, segment_ids, attention_mask))
-    encoded = BertEncoder(self.encoder_config, self.dtype, self.attention_impl, self.remat,
-                          self.unroll_layers, name="encoder")(input_ids, segment_ids, attention_mask,
-                                          deterministic=deterministic,
-                                          embedding_perturbation=embedding_perturbation)
+    encoder = BertEncoder(self.encoder_config, self.dtype, self.attention_impl, self.remat,
+                          self.unroll_layers, cls_only=not self.layout.reads_every_token,
+                          name="encoder")
+    encoded = encoder(input_ids, segment_ids, attention_mask, deterministic=deterministic,
+                      embedding_perturbation=embedding_perturbation)
     return TaskHeads(self.layout, self.encoder_config.hidden_size,
                      self.encoder_config.initializer_range, deterministic, name="heads")(
         encoded.last_hidden_state, encoded.pooled_output, attention_mask, segment_ids, task_id,
