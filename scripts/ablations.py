@@ -2,7 +2,7 @@
 
   python scripts/ablations.py [--shape base|minilm] [--batch 8] [--rounds 5] \
       [--out docs/results/ablations.json] [--tag HOST] [layers] [last_layer] [last_layer_eval] \
-      [dropout] [xla_cpu] [xla_cpu_eval]
+      [dense_rows] [dense_rows_eval] [dropout] [xla_cpu] [xla_cpu_eval]
 
 Each study compiles a bare train step of the BERT-base or MiniLM shape (encoder, a 2-class
 classifier on [CLS], AdamW, float32, sequence length 128) once per variant, then alternates
@@ -13,6 +13,9 @@ each variant's ratio to the first one, which is what the project ships:
   last_layer  the last layer computed at [CLS] alone (what MTDNN does when no head reads other
             tokens: BertEncoder's cls_only) vs at every position; last_layer_eval the same on
             a forward pass;
+  dense_rows  the encoder's dense layers applied to the tokens as the rows of one matrix (what
+            ships: bert._per_token) vs to [batch, seq, features] as flax does by default (whose
+            weight gradients contract two axes); dense_rows_eval the same on a forward pass;
   dropout   BERT's dropout as we draw it (mtdnn_jax.models.dropout: jax's threefry masks, the
             hash as element-wise operations XLA fuses) vs flax's nn.Dropout (the same masks
             through jax.random, whose threefry XLA:CPU runs as a loop of passes over memory) vs
@@ -47,7 +50,6 @@ from mtdnn_jax import runtime, throughput  # noqa: E402
 from mtdnn_jax.fileio import read_json, write_json  # noqa: E402
 from mtdnn_jax.models import bert  # noqa: E402
 from mtdnn_jax.models.config import EncoderConfig  # noqa: E402
-from mtdnn_jax.models.dropout import Dropout  # noqa: E402
 from scripts.benchmark import SEQ_LEN, encoder_shape, interleaved, machine, summary  # noqa: E402
 
 
@@ -98,19 +100,30 @@ def narrow_bits_dropout(bits_dtype):
 
 
 @contextlib.contextmanager
-def dropout_class(cls):
-  """Swaps the Dropout module the encoder builds while a variant is traced (and compiled)."""
-  original, bert.Dropout = bert.Dropout, cls
+def patched_encoder(**replacements):
+  """Swaps names in `mtdnn_jax.models.bert` (the Dropout module the encoder builds, the way its
+  dense layers meet the tokens) while a variant is traced (and compiled)."""
+  originals = {name: getattr(bert, name) for name in replacements}
+  for name, value in replacements.items():
+    setattr(bert, name, value)
   try:
     yield
   finally:
-    bert.Dropout = original
+    for name, value in originals.items():
+      setattr(bert, name, value)
+
+
+def dense_on_batch_and_sequence(layer, x, feature_dims: int = 1):
+  """The encoder's dense layers applied to [batch, seq, ...] as flax does by default, instead
+  of to the tokens as rows of one matrix (bert._per_token)."""
+  del feature_dims  # nn.Dense and nn.DenseGeneral contract the trailing axes themselves
+  return layer(x)
 
 
 @dataclasses.dataclass
 class Variant:
   model: nn.Module
-  dropout: type = Dropout
+  encoder_patches: dict = dataclasses.field(default_factory=dict)  # see patched_encoder
   compiler_options: dict = dataclasses.field(default_factory=dict)  # XLA's, for jax's compile()
   evaluate: bool = False  # time a forward pass (probabilities to the host), not a train step
 
@@ -125,7 +138,8 @@ def compiled_step(variant: Variant, batch: dict, seed: int = 0):
       del key  # no dropout at evaluation
       return jax.nn.softmax(variant.model.apply({"params": params}, *inputs, True))
 
-    step = jax.jit(forward).lower(params, jax.random.key(0)).compile(variant.compiler_options)
+    with patched_encoder(**variant.encoder_patches):
+      step = jax.jit(forward).lower(params, jax.random.key(0)).compile(variant.compiler_options)
     jax.block_until_ready(step(params, jax.random.key(0)))
     return params, step
   tx = optax.adamw(1e-5)
@@ -142,7 +156,7 @@ def compiled_step(variant: Variant, batch: dict, seed: int = 0):
     return optax.apply_updates(params, updates), opt_state
 
   state = (params, tx.init(params))
-  with dropout_class(variant.dropout):
+  with patched_encoder(**variant.encoder_patches):
     step = jax.jit(train_step, donate_argnums=0).lower(state, jax.random.key(0)).compile(
         variant.compiler_options)
   state = jax.block_until_ready(step(state, jax.random.key(0)))
@@ -208,14 +222,22 @@ def studies(config: EncoderConfig) -> dict[str, dict[str, Variant]]:
                  "per_layer_arrays": Variant(PerLayerClassifier(config))},
       "last_layer": {"cls_only": Variant(StackedClassifier(config)),
                      "every_position": Variant(StackedClassifier(config, cls_only=False))},
+      "dense_rows": {"tokens_as_rows": Variant(StackedClassifier(config)),
+                     "batch_and_sequence": Variant(StackedClassifier(config), {
+                         "_per_token": dense_on_batch_and_sequence})},
+      "dense_rows_eval": {
+          "tokens_as_rows": Variant(StackedClassifier(config), evaluate=True),
+          "batch_and_sequence": Variant(StackedClassifier(config), {
+              "_per_token": dense_on_batch_and_sequence}, evaluate=True)},
       "last_layer_eval": {
           "cls_only": Variant(StackedClassifier(config), evaluate=True),
           "every_position": Variant(StackedClassifier(config, cls_only=False), evaluate=True)},
       "dropout": {
           "fused_threefry": Variant(StackedClassifier(config)),
-          "flax_dropout": Variant(StackedClassifier(config), nn.Dropout),
-          "bits_16": Variant(StackedClassifier(config), narrow_bits_dropout(np.uint16)),
-          "bits_8": Variant(StackedClassifier(config), narrow_bits_dropout(np.uint8)),
+          "flax_dropout": Variant(StackedClassifier(config), {"Dropout": nn.Dropout}),
+          "bits_16": Variant(StackedClassifier(config),
+                             {"Dropout": narrow_bits_dropout(np.uint16)}),
+          "bits_8": Variant(StackedClassifier(config), {"Dropout": narrow_bits_dropout(np.uint8)}),
           "attention_dropout_only": Variant(StackedClassifier(without(hidden_dropout_prob=0.0))),
           "hidden_dropout_only": Variant(StackedClassifier(
               without(attention_probs_dropout_prob=0.0))),
@@ -241,8 +263,8 @@ def host() -> dict:
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("studies", nargs="*",
-                      help="layers, last_layer, last_layer_eval, dropout, xla_cpu, "
-                           "xla_cpu_eval (default: all)")
+                      help="layers, last_layer, last_layer_eval, dense_rows, "
+                           "dense_rows_eval, dropout, xla_cpu, xla_cpu_eval (default: all)")
   parser.add_argument("--shape", choices=("base", "minilm", "tiny"), default="base")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--rounds", type=int, default=5)

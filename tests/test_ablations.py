@@ -48,7 +48,7 @@ def test_narrow_bits_dropout_keeps_one_minus_rate_and_rescales(bits):
 
 
 def test_a_dropout_variant_is_traced_with_its_own_dropout():
-  from scripts.ablations import StackedClassifier, dropout_class, narrow_bits_dropout
+  from scripts.ablations import StackedClassifier, narrow_bits_dropout, patched_encoder
   model = StackedClassifier(dataclasses.replace(TINY, hidden_dropout_prob=0.5,
                                                 attention_probs_dropout_prob=0.5))
   params = nn.unbox(model.init(jax.random.key(0), *inputs(), True)["params"])
@@ -57,12 +57,12 @@ def test_a_dropout_variant_is_traced_with_its_own_dropout():
     return model.apply({"params": params}, *inputs(), False, rngs={"dropout": jax.random.key(1)})
 
   ours = train_logits()
-  with dropout_class(narrow_bits_dropout(np.uint8)):
+  with patched_encoder(Dropout=narrow_bits_dropout(np.uint8)):
     narrow = train_logits()
   assert bert.Dropout is Dropout  # restored after the variant
   assert not np.allclose(narrow, ours)  # other masks: the swap took effect
   np.testing.assert_array_equal(train_logits(), ours)
-  with dropout_class(nn.Dropout):
+  with patched_encoder(Dropout=nn.Dropout):
     flax_dropout = train_logits()
   # flax draws the same masks through jax.random (tests/test_dropout.py): the study compares
   # two ways of computing one function, equal but for the rounding of differently fused ops.
@@ -114,3 +114,43 @@ def test_kernel_variants_engage_their_libraries_and_compute_the_same_probabiliti
   # LayerNorms per layer rescale the rounding: 2e-5 apart on an AVX2 host; a wrong kernel is 1e-2.
   for name, p in probabilities.items():
     np.testing.assert_allclose(p, probabilities["onednn_dots"], rtol=0, atol=1e-4, err_msg=name)
+
+
+def _dots_contracting_batch_and_sequence(model, params, batch, length) -> int:
+  """dot_generals in the train gradient's jaxpr that contract a [batch, seq] pair of axes."""
+  def loss(p):
+    return model.apply({"params": p}, *inputs(batch, length), False,
+                       rngs={"dropout": jax.random.key(1)}).sum()
+
+  count = 0
+  def visit(jaxpr):
+    nonlocal count
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == "dot_general":
+        (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+        sizes = sorted(eqn.invars[0].aval.shape[d] for d in lhs_contract)
+        count += sizes == sorted((batch, length))
+      for value in eqn.params.values():  # the jaxprs of scan, closed_call, remat, ...
+        for inner in (value if isinstance(value, (list, tuple)) else [value]):
+          if hasattr(inner, "jaxpr") and hasattr(inner.jaxpr, "eqns"):
+            visit(inner.jaxpr)
+          elif hasattr(inner, "eqns"):
+            visit(inner)
+  visit(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+  return count
+
+
+def test_dense_layers_meet_the_tokens_as_rows_of_one_matrix():
+  """The encoder's dense layers see [batch·seq, features], so no weight gradient contracts
+  batch and sequence as two axes (which XLA:CPU runs behind a transposing copy); the study's
+  other variant does, and both compute the same function."""
+  from scripts.ablations import StackedClassifier, dense_on_batch_and_sequence, patched_encoder
+  batch, length = 3, 5  # sizes no feature axis of TINY has
+  model = StackedClassifier(TINY, cls_only=False)
+  params = nn.unbox(model.init(jax.random.key(0), *inputs(batch, length), True)["params"])
+  assert _dots_contracting_batch_and_sequence(model, params, batch, length) == 0
+  shipped = model.apply({"params": params}, *inputs(batch, length), True)
+  with patched_encoder(_per_token=dense_on_batch_and_sequence):
+    assert _dots_contracting_batch_and_sequence(model, params, batch, length) >= 6
+    other = model.apply({"params": params}, *inputs(batch, length), True)
+  np.testing.assert_allclose(other, shipped, rtol=1e-5, atol=1e-6)

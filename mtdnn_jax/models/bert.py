@@ -61,6 +61,16 @@ def _dense(config: EncoderConfig, features: int, axes: tuple[str, str], dtype, n
                   bias_init=_zeros(axes[1:]))
 
 
+def _per_token(layer: nn.Module, x, feature_dims: int = 1):
+  """`layer` applied to `x`'s tokens as the rows of one matrix ([batch·seq, features...]).
+  Autodiff then forms the weight gradient as one product over a single token axis of two
+  row-major operands, which XLA:CPU runs as it is; over [batch, seq] (two contracted axes) it
+  first copies an operand transposed: MiniLM's train step 1.05× (docs/PERFORMANCE.md)."""
+  lead = x.shape[:x.ndim - feature_dims]
+  y = layer(x.reshape((-1,) + x.shape[x.ndim - feature_dims:]))
+  return y.reshape(lead + y.shape[1:])
+
+
 class Embeddings(nn.Module):
   """Word + position + segment embeddings, LayerNorm, dropout (BERT's lexicon encoder)."""
   config: EncoderConfig
@@ -106,9 +116,9 @@ class SelfAttention(nn.Module):
         nn.DenseGeneral, features=(cfg.num_attention_heads, cfg.head_dim), dtype=self.dtype,
         kernel_init=_weight_init(cfg, ("embed", "heads", "kv")), bias_init=_zeros(("heads", "kv")))
     # [batch, seq (1 if cls_only), heads, head_dim]
-    query = project(name="query")(x[:, :1] if self.cls_only else x)
-    key = project(name="key")(x)
-    value = project(name="value")(x)
+    query = _per_token(project(name="query"), x[:, :1] if self.cls_only else x)
+    key = _per_token(project(name="key"), x)
+    value = _per_token(project(name="value"), x)
 
     dropout_rate = cfg.attention_probs_dropout_prob
     if not deterministic and dropout_rate > 0.0:
@@ -126,9 +136,10 @@ class SelfAttention(nn.Module):
       context = jax.nn.dot_product_attention(
           query, key, value, mask=attention_mask[:, None, None, :], implementation="xla")
 
-    return nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=self.dtype, name="out",
-                           kernel_init=_weight_init(cfg, ("heads", "kv", "embed")),
-                           bias_init=_zeros(("embed",)))(context)
+    out = nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=self.dtype, name="out",
+                          kernel_init=_weight_init(cfg, ("heads", "kv", "embed")),
+                          bias_init=_zeros(("embed",)))
+    return _per_token(out, context, feature_dims=2)
 
 
 class TransformerLayer(nn.Module):
@@ -151,8 +162,10 @@ class TransformerLayer(nn.Module):
     residual = x[:, :1] if self.cls_only else x
     x = _layer_norm(cfg, self.dtype, "attention_norm")(
         residual + dropout(attended, deterministic=self.deterministic))
-    h = _dense(cfg, cfg.intermediate_size, ("embed", "mlp"), self.dtype, "intermediate")(x)
-    h = _dense(cfg, cfg.hidden_size, ("mlp", "embed"), self.dtype, "output")(activation(cfg.hidden_act)(h))
+    intermediate = _dense(cfg, cfg.intermediate_size, ("embed", "mlp"), self.dtype, "intermediate")
+    h = _per_token(intermediate, x)
+    h = _per_token(_dense(cfg, cfg.hidden_size, ("mlp", "embed"), self.dtype, "output"),
+                   activation(cfg.hidden_act)(h))
     x = _layer_norm(cfg, self.dtype, "output_norm")(
         x + dropout(h, deterministic=self.deterministic))
     return x, (x if self.output_hidden_states else None)
