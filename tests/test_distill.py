@@ -66,12 +66,15 @@ def test_ensemble_soft_labels_and_student(tmp_path, tiny):
     average, gold = np.mean(each, axis=0), predictions.labels
     np.testing.assert_allclose(soft["scores"], average, atol=1e-5)
     assert len(soft["uids"]) == 40
-    # The file also scores the teachers as one model (what a student is compared with).
+    # The file also scores the teachers as one model (what a student is compared with), from
+    # its own averaged scores: the tiny teachers' regression scores spread over ~3e-5, so the
+    # float32 rounding of another batching (~1e-8) alone moves their Pearson by ~1e-3 (×100).
+    scores = np.asarray(soft["scores"])
     if name == "paraphrase":
-      assert soft["metrics"]["ACC"] == pytest.approx(100 * np.mean(average.argmax(-1) == gold))
+      assert soft["metrics"]["ACC"] == pytest.approx(100 * np.mean(scores.argmax(-1) == gold))
     else:
-      assert soft["metrics"]["Pearson"] == pytest.approx(100 * np.corrcoef(average, gold)[0, 1],
-                                                         abs=1e-3)
+      assert soft["metrics"]["Pearson"] == pytest.approx(100 * np.corrcoef(scores, gold)[0, 1],
+                                                         abs=1e-6)
     assert soft["metrics"]["teachers"] == 2
 
   student = tmp_path / "student"
