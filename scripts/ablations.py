@@ -211,27 +211,27 @@ KERNELS = {
 }
 
 
+def _with_evaluation(name: str, variants: dict[str, Variant]) -> dict[str, dict[str, Variant]]:
+  """A study of train steps and the same variants on a forward pass (`<name>_eval`)."""
+  return {name: variants, f"{name}_eval": {
+      variant: dataclasses.replace(v, evaluate=True) for variant, v in variants.items()}}
+
+
 def studies(config: EncoderConfig) -> dict[str, dict[str, Variant]]:
   without = functools.partial(dataclasses.replace, config)
   return {
-      "xla_cpu": {name: Variant(StackedClassifier(config), compiler_options=options)
-                  for name, options in KERNELS.items()},
-      "xla_cpu_eval": {name: Variant(StackedClassifier(config), compiler_options=options,
-                                     evaluate=True) for name, options in KERNELS.items()},
+      **_with_evaluation("xla_cpu", {
+          name: Variant(StackedClassifier(config), compiler_options=options)
+          for name, options in KERNELS.items()}),
       "layers": {"stacked": Variant(StackedClassifier(config, cls_only=False)),
                  "per_layer_arrays": Variant(PerLayerClassifier(config))},
-      "last_layer": {"cls_only": Variant(StackedClassifier(config)),
-                     "every_position": Variant(StackedClassifier(config, cls_only=False))},
-      "dense_rows": {"tokens_as_rows": Variant(StackedClassifier(config)),
-                     "batch_and_sequence": Variant(StackedClassifier(config), {
-                         "_per_token": dense_on_batch_and_sequence})},
-      "dense_rows_eval": {
-          "tokens_as_rows": Variant(StackedClassifier(config), evaluate=True),
+      **_with_evaluation("last_layer", {
+          "cls_only": Variant(StackedClassifier(config)),
+          "every_position": Variant(StackedClassifier(config, cls_only=False))}),
+      **_with_evaluation("dense_rows", {
+          "tokens_as_rows": Variant(StackedClassifier(config)),
           "batch_and_sequence": Variant(StackedClassifier(config), {
-              "_per_token": dense_on_batch_and_sequence}, evaluate=True)},
-      "last_layer_eval": {
-          "cls_only": Variant(StackedClassifier(config), evaluate=True),
-          "every_position": Variant(StackedClassifier(config, cls_only=False), evaluate=True)},
+              "_per_token": dense_on_batch_and_sequence})}),
       "dropout": {
           "fused_threefry": Variant(StackedClassifier(config)),
           "flax_dropout": Variant(StackedClassifier(config), {"Dropout": nn.Dropout}),
@@ -263,8 +263,7 @@ def host() -> dict:
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("studies", nargs="*",
-                      help="layers, last_layer, last_layer_eval, dense_rows, "
-                           "dense_rows_eval, dropout, xla_cpu, xla_cpu_eval (default: all)")
+                      help=", ".join(studies(encoder_config("tiny"))) + " (default: all)")
   parser.add_argument("--shape", choices=("base", "minilm", "tiny"), default="base")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--rounds", type=int, default=5)

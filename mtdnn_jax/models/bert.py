@@ -66,8 +66,8 @@ def _per_token(layer: nn.Module, x, feature_dims: int = 1):
   Autodiff then forms the weight gradient as one product over a single token axis of two
   row-major operands, which XLA:CPU runs as it is; over [batch, seq] (two contracted axes) it
   first copies an operand transposed: MiniLM's train step 1.04× (docs/PERFORMANCE.md)."""
-  lead = x.shape[:x.ndim - feature_dims]
-  y = layer(x.reshape((-1,) + x.shape[x.ndim - feature_dims:]))
+  lead, features = x.shape[:-feature_dims], x.shape[-feature_dims:]
+  y = layer(x.reshape((-1,) + features))
   return y.reshape(lead + y.shape[1:])
 
 
