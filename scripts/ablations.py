@@ -16,12 +16,13 @@ each variant's ratio to the first one, which is what the project ships:
   dense_rows  the encoder's dense layers applied to the tokens as the rows of one matrix (what
             ships: bert._per_token) vs to [batch, seq, features] as flax does by default (whose
             weight gradients contract two axes); dense_rows_eval the same on a forward pass;
-  dropout   BERT's dropout as we draw it (mtdnn_jax.models.dropout: jax's threefry masks, the
-            hash as element-wise operations XLA fuses) vs flax's nn.Dropout (the same masks
-            through jax.random, whose threefry XLA:CPU runs as a loop of passes over memory) vs
-            dropout from 16-bit and 8-bit random numbers vs attention-probability dropout only,
-            hidden dropout only, and none (the last three are bounds, not legal changes:
-            fine-tuning uses both);
+  dropout   BERT's dropout as we draw it (mtdnn_jax.models.dropout.keep_mask: one threefry
+            hash, written as element-wise operations XLA fuses, cut into four 16-bit uniforms)
+            vs jax's own masks (one hash per element) through the same fused hash, vs flax's
+            nn.Dropout (jax's masks through jax.random, whose threefry XLA:CPU runs as a loop of
+            passes over memory), vs jax.random's 16-bit and 8-bit random numbers, vs
+            attention-probability dropout only, hidden dropout only, and none (the last three
+            are bounds, not legal changes: fine-tuning uses both);
   xla_cpu   the same train step compiled with the XLA:CPU kernels we ask for (each dot through
             oneDNN, the rest through YNNPACK: mtdnn_jax/runtime.py) vs oneDNN's grouped dot
             fusions, vs XLA's default (YNNPACK for everything), vs oneDNN dots with YNNPACK
@@ -48,7 +49,7 @@ import optax  # noqa: E402
 
 from mtdnn_jax import runtime, throughput  # noqa: E402
 from mtdnn_jax.fileio import read_json, write_json  # noqa: E402
-from mtdnn_jax.models import bert  # noqa: E402
+from mtdnn_jax.models import bert, dropout  # noqa: E402
 from mtdnn_jax.models.config import EncoderConfig  # noqa: E402
 from scripts.benchmark import SEQ_LEN, encoder_shape, interleaved, machine, summary  # noqa: E402
 
@@ -81,8 +82,8 @@ class PerLayerClassifier(nn.Module):
 
 
 def narrow_bits_dropout(bits_dtype):
-  """A drop-in for flax's nn.Dropout drawing `bits_dtype` random integers per element (jax draws
-  16- or 8-bit numbers from half or a quarter as many 32-bit threefry words)."""
+  """A drop-in for flax's nn.Dropout drawing `bits_dtype` random integers per element (jax's
+  default threefry still hashes every element and truncates: no fewer hashes)."""
   levels = np.iinfo(bits_dtype).max + 1
 
   class NarrowBitsDropout(nn.Module):
@@ -97,6 +98,23 @@ def narrow_bits_dropout(bits_dtype):
       return jnp.where(keep, x / (1.0 - self.rate), 0.0).astype(x.dtype)
 
   return NarrowBitsDropout
+
+
+class PerElementHashDropout(nn.Module):
+  """Dropout with jax's own masks (`jax.random.bernoulli`: one threefry hash per element), the
+  hash fused as mtdnn_jax.models.dropout writes it: what we shipped before `keep_mask`."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, deterministic):
+    if deterministic or self.rate == 0.0:
+      return x
+    keep = dropout.bernoulli(self.make_rng("dropout"), 1.0 - self.rate, x.shape)
+    return jax.lax.select(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
+
+
+# flax names a module (and so derives its keys) by its class's name: nn.Dropout's keys.
+PerElementHashDropout.__name__ = "Dropout"
 
 
 @contextlib.contextmanager
@@ -233,7 +251,9 @@ def studies(config: EncoderConfig) -> dict[str, dict[str, Variant]]:
           "batch_and_sequence": Variant(StackedClassifier(config), {
               "_per_token": dense_on_batch_and_sequence})}),
       "dropout": {
-          "fused_threefry": Variant(StackedClassifier(config)),
+          "hash_per_4_elements": Variant(StackedClassifier(config)),
+          "hash_per_element": Variant(StackedClassifier(config),
+                                      {"Dropout": PerElementHashDropout}),
           "flax_dropout": Variant(StackedClassifier(config), {"Dropout": nn.Dropout}),
           "bits_16": Variant(StackedClassifier(config),
                              {"Dropout": narrow_bits_dropout(np.uint16)}),

@@ -1,8 +1,9 @@
-"""mtdnn_jax.models.dropout draws jax's own threefry masks, computed so XLA:CPU fuses them.
+"""mtdnn_jax.models.dropout: jax's threefry, computed so XLA:CPU fuses it.
 
-The truth is jax itself: `jax.random.bits` / `jax.random.bernoulli` and flax's `nn.Dropout` on
-the same keys must give the same bits, masks and outputs, bit for bit."""
-import flax.linen as nn
+The truth is jax itself: `random_bits` / `bernoulli` must be `jax.random.bits` /
+`jax.random.bernoulli` on the same keys, bit for bit, and `keep_mask` (what `Dropout` uses) the
+16-bit pieces of jax's `threefry_2x32` on the counters its docstring names, recomputed here with
+numpy; its statistics are checked against the binomial law."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,24 +53,72 @@ def test_other_prng_implementations_go_through_jax():
                                 jax.random.bernoulli(key, 0.8, (50,)))
 
 
+def expected_keep_mask(key, keep_prob, shape):
+  """keep_mask's definition, from jax's threefry_2x32 and numpy."""
+  *lead, length = shape if shape else (1,)
+  hashes_per_row = -(-length // 4)
+  counters = np.arange(int(np.prod(lead, dtype=np.int64)) * hashes_per_row, dtype=np.uint32)
+  words = np.asarray(jax.extend.random.threefry_2x32(
+      jax.random.key_data(key), np.concatenate([np.zeros_like(counters), counters])))
+  first, second = words[:counters.size], words[counters.size:]
+  pieces = np.stack([first & 0xFFFF, first >> 16, second & 0xFFFF, second >> 16], axis=-1)
+  threshold = round(keep_prob * 2**16)
+  return (pieces.reshape(*lead, hashes_per_row * 4)[..., :length] < threshold).reshape(shape)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_keep_mask_is_the_hash_cut_in_four(shape):
+  for key in (jax.random.key(3), jax.random.key(2**31 + 17), jax.random.PRNGKey(11)):
+    for keep_prob in (0.9, 0.5, 0.37):
+      keep, realised = jax.jit(dropout.keep_mask, static_argnums=(1, 2))(key, keep_prob, shape)
+      assert keep.shape == shape and keep.dtype == jnp.bool_
+      np.testing.assert_array_equal(keep, expected_keep_mask(key, keep_prob, shape))
+      assert realised == round(keep_prob * 2**16) / 2**16
+
+
 @pytest.mark.parametrize("rate", [0.0, 0.1, 0.5, 1.0])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_dropout_is_flax_dropout(rate, dtype):
+def test_dropout_keeps_the_mask_and_rescales_by_the_realised_probability(rate, dtype):
   x = jax.random.normal(jax.random.key(0), (3, 17, 40)).astype(dtype)
   rngs = {"dropout": jax.random.key(1)}
-  for deterministic in (False, True):
-    expected = nn.Dropout(rate).apply({}, x, deterministic=deterministic, rngs=rngs)
-    got = dropout.Dropout(rate).apply({}, x, deterministic=deterministic, rngs=rngs)
-    assert got.dtype == expected.dtype
-    np.testing.assert_array_equal(got, expected)
+  assert dropout.Dropout(rate).apply({}, x, deterministic=True, rngs=rngs) is x
+  got = dropout.Dropout(rate).apply({}, x, deterministic=False, rngs=rngs)
+  # the key the module draws from its rng collection
+  key = dropout.Dropout(rate).apply({}, rngs=rngs, method=lambda module: module.make_rng("dropout"))
+  keep_prob = round((1 - rate) * 2**16) / 2**16
+  keep = expected_keep_mask(key, 1 - rate, x.shape)
+  expected = np.where(keep, np.asarray(x / keep_prob) if keep_prob else 0, 0)
+  assert got.dtype == dtype
+  np.testing.assert_array_equal(np.asarray(got, np.float32), expected.astype(np.float32))
 
 
-def test_dropout_keeps_one_minus_rate_and_rescales():
-  out = dropout.Dropout(0.1).apply({}, jnp.ones((400, 500)), deterministic=False,
-                                   rngs={"dropout": jax.random.key(3)})
-  kept = np.asarray(out) != 0
-  assert abs(kept.mean() - 0.9) < 5 * np.sqrt(0.09 / kept.size)  # 5 standard deviations
-  np.testing.assert_allclose(np.asarray(out)[kept], 1 / 0.9, rtol=1e-6)
+def test_dropout_keeps_one_minus_rate_unbiased_and_independent():
+  n_rows, n_cols = 400, 500
+  out = np.asarray(dropout.Dropout(0.1).apply({}, jnp.ones((n_rows, n_cols)), deterministic=False,
+                                              rngs={"dropout": jax.random.key(3)}))
+  kept = out != 0
+  sigma = np.sqrt(0.09 / kept.size)
+  assert abs(kept.mean() - 0.9) < 5 * sigma  # 5 standard deviations
+  np.testing.assert_allclose(out[kept], 2**16 / round(0.9 * 2**16), rtol=1e-6)
+  assert abs(out.mean() - 1.0) < 5 * sigma / 0.9  # the expected output is the input
+  # The four elements one hash serves, and neighbouring hashes, are uncorrelated.
+  groups = kept.reshape(-1, 8).astype(np.float64)
+  correlation = np.corrcoef(groups, rowvar=False)
+  off_diagonal = correlation[~np.eye(8, dtype=bool)]
+  assert np.abs(off_diagonal).max() < 5 / np.sqrt(groups.shape[0])
+
+
+def test_the_mask_differs_between_keys_and_layers():
+  keep_a, _ = dropout.keep_mask(jax.random.key(0), 0.5, (64, 64))
+  keep_b, _ = dropout.keep_mask(jax.random.key(1), 0.5, (64, 64))
+  assert 0.4 < float(jnp.mean(keep_a != keep_b)) < 0.6  # independent masks differ on half
+
+
+def test_keep_mask_with_other_prng_implementations_is_jax_bernoulli():
+  key = jax.random.key(4, impl="rbg")
+  keep, keep_prob = dropout.keep_mask(key, 0.8, (50,))
+  np.testing.assert_array_equal(keep, jax.random.bernoulli(key, 0.8, (50,)))
+  assert keep_prob == 0.8
 
 
 def test_the_mask_compiles_without_a_loop():
@@ -80,3 +129,4 @@ def test_the_mask_compiles_without_a_loop():
 
   assert "while" in compiled_hlo(jax.random.bernoulli) or jax.default_backend() != "cpu"
   assert "while" not in compiled_hlo(dropout.bernoulli)
+  assert "while" not in compiled_hlo(lambda key, p, shape: dropout.keep_mask(key, p, shape)[0])

@@ -1,15 +1,20 @@
-"""Dropout whose random bits XLA:CPU computes in one fused pass.
+"""Dropout whose random bits XLA:CPU computes in one fused pass, four masks per hash.
 
 jax lowers its threefry hash on CPU as a 5-iteration loop (smaller programs), and XLA:CPU runs
 each iteration as a separate pass that writes two uint32 arrays the size of the activations to
 memory and reads them back; a dropout mask then costs ~10 passes over memory. Here the same
 hash is written out as plain element-wise operations, which XLA fuses with the comparison and
-the select into one pass: a MiniLM train step 1.05x as fast on a 2-core CPU, BERT-base's
-within the noise (docs/PERFORMANCE.md). The masks are bit for bit those of
-`jax.random.bernoulli` (and so of `flax.linen.Dropout`; tests/test_dropout.py): a run differs
-from one with flax's dropout only by the float rounding of differently fused arithmetic. On
-GPU and TPU, where jax already unrolls the hash, the program is the same as before. Keys of
-another implementation (`rbg`, `unsafe_rbg`) go through `jax.random.bernoulli` unchanged.
+the select into one pass (`random_bits`, `bernoulli`: bit for bit jax's, tests/test_dropout.py).
+
+`Dropout` goes one step further: jax spends one 64-bit threefry output on every element (and
+keeps 32 bits of it), while a keep/drop decision at a rate like 0.1 needs far fewer. `keep_mask`
+cuts each output into four 16-bit uniforms, so one hash serves four elements: a quarter of the
+integer work, which was most of what dropout still cost (MiniLM train step 1.04x, BERT-base
+1.02x in one-process A/Bs, about all the bound of no dropout at all; docs/PERFORMANCE.md).
+The rate is then a multiple of 2**-16 (0.1 becomes 0.100006) and the kept values are scaled by
+the realised keep probability, so the expected output is still exactly the input. The masks
+are no longer those of `flax.linen.Dropout` on the same key. Keys of another implementation
+(`rbg`, `unsafe_rbg`) go through `jax.random.bernoulli` unchanged.
 """
 from __future__ import annotations
 
@@ -54,20 +59,26 @@ def _is_threefry(key) -> bool:
   return jax.config.jax_default_prng_impl == "threefry2x32"  # a raw uint32[2] key
 
 
-def random_bits(key, shape: tuple[int, ...]) -> jax.Array:
-  """`jax.random.bits(key, shape, jnp.uint32)` for a threefry key, computed element-wise.
-
-  jax hashes each element's flat (row-major) index as a 64-bit counter split into two uint32
-  halves, and returns the xor of the two output words; the index is built from one iota per
-  axis, as jax builds it, so the SPMD partitioner can shard it like the activations."""
-  if math.prod(shape) >= 2**32:  # the high counter word would not be 0
-    raise ValueError(f"random_bits: {shape} has 2**32 elements or more")
+def _hash_flat_index(key, shape: tuple[int, ...]):
+  """The two threefry words of each element's flat (row-major) index under `key`, the index a
+  64-bit counter whose high half is 0. It is built from one iota per axis, as jax builds it, so
+  the SPMD partitioner can shard it like the activations."""
   key1, key2 = jax.random.key_data(key)  # typed keys and raw uint32[2] keys alike
   strides = [math.prod(shape[axis + 1:]) for axis in range(len(shape))]
   index = jnp.zeros(shape, jnp.uint32)
   for axis, stride in enumerate(strides):
     index = index + lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride)
-  high, low = threefry2x32(key1, key2, jnp.zeros(shape, jnp.uint32), index)
+  return threefry2x32(key1, key2, jnp.zeros(shape, jnp.uint32), index)
+
+
+def random_bits(key, shape: tuple[int, ...]) -> jax.Array:
+  """`jax.random.bits(key, shape, jnp.uint32)` for a threefry key, computed element-wise.
+
+  jax hashes each element's flat index (`_hash_flat_index`) and returns the xor of the two
+  output words."""
+  if math.prod(shape) >= 2**32:  # the high counter word would not be 0
+    raise ValueError(f"random_bits: {shape} has 2**32 elements or more")
+  high, low = _hash_flat_index(key, shape)
   return high ^ low
 
 
@@ -82,9 +93,41 @@ def bernoulli(key, p, shape: tuple[int, ...]) -> jax.Array:
   return uniform < jnp.asarray(p, jnp.float32)
 
 
+# One threefry output (two uint32 words) cut into four 16-bit uniforms: one hash per 4 elements.
+_PIECES_PER_HASH = 4
+_PIECE_LEVELS = 2**16
+
+
+def keep_mask(key, keep_prob: float, shape: tuple[int, ...]) -> tuple[jax.Array, float]:
+  """A dropout keep-mask of `shape` whose elements are kept with probability `keep_prob`
+  rounded to a multiple of 2**-16, and that probability (what to divide the kept values by).
+
+  For a threefry key, element j of each last-axis row is kept when the 16-bit piece j % 4 of
+  the hash of its row's counter j // 4 is below round(keep_prob·2**16); the counters are the
+  flat indices of [*shape[:-1], ceil(shape[-1] / 4)] (`_hash_flat_index`). The hash array is a
+  quarter of the activations', which is why the saving survives fusion: XLA computes it once
+  per four elements. The pieces are, in order, the low and high halves of the first output word, then
+  of the second. Other keys: `jax.random.bernoulli` and `keep_prob` itself."""
+  if not _is_threefry(key):
+    return jax.random.bernoulli(key, keep_prob, shape), keep_prob
+  threshold = min(max(round(keep_prob * _PIECE_LEVELS), 0), _PIECE_LEVELS)
+  row_shape = shape if shape else (1,)
+  *lead, length = row_shape
+  hashed_shape = (*lead, -(-length // _PIECES_PER_HASH))
+  if math.prod(hashed_shape) >= 2**32:  # the high counter word would not be 0
+    raise ValueError(f"keep_mask: {shape} needs 2**32 hashes or more")
+  words = _hash_flat_index(key, hashed_shape)
+  low_half = np.uint32(_PIECE_LEVELS - 1)
+  pieces = [part for word in words
+            for part in (word & low_half, lax.shift_right_logical(word, np.uint32(16)))]
+  keep = jnp.stack([piece < np.uint32(threshold) for piece in pieces], axis=-1)
+  keep = keep.reshape((*lead, -1))[..., :length].reshape(shape)
+  return keep, threshold / _PIECE_LEVELS
+
+
 class Dropout(nn.Module):
-  """`flax.linen.Dropout` (same rate, rng collection and masks) drawing its mask with
-  `bernoulli` above."""
+  """`flax.linen.Dropout`'s interface (rate, rng collection, `deterministic`) with its mask from
+  `keep_mask` above."""
   rate: float
   rng_collection: str = "dropout"
 
@@ -92,8 +135,8 @@ class Dropout(nn.Module):
   def __call__(self, inputs, deterministic: bool):
     if deterministic or self.rate == 0.0:
       return inputs
-    if self.rate == 1.0:
+    keep, keep_prob = keep_mask(self.make_rng(self.rng_collection), 1.0 - self.rate,
+                                inputs.shape)
+    if keep_prob == 0.0:  # a rate within 2**-17 of 1
       return jnp.zeros_like(inputs)
-    keep_prob = 1.0 - self.rate
-    keep = bernoulli(self.make_rng(self.rng_collection), keep_prob, inputs.shape)
     return lax.select(keep, inputs / keep_prob, jnp.zeros_like(inputs))
