@@ -120,10 +120,11 @@ def necessary_matmuls(config: EncoderConfig, sequences: int, length: int, train:
   """The matrix products of one forward pass (and, when `train`, its backward pass) of the
   encoder, its pooler and a `classes`-way classifier on [CLS], over `sequences` sequences of
   `length` tokens. Of the last layer only the keys and values are needed at every position;
-  its query, attention output and feed-forward block, and all after it, at [CLS] alone (XLA
-  finds that by itself: docs/PERFORMANCE.md). Attention is heads-major ([sequences × heads,
-  length, head_dim]), the layout its batched products want; every operand takes part in the
-  gradient (the embeddings are trained, so even the first layer's input does)."""
+  its query, attention output and feed-forward block, and all after it, at [CLS] alone (what
+  BertEncoder's `cls_only` computes: XLA does not drop that work by itself). Attention is
+  heads-major ([sequences × heads, length, head_dim]), the layout its batched products want;
+  every operand takes part in the gradient (the embeddings are trained, so even the first
+  layer's input does)."""
   hidden, inner, heads = config.hidden_size, config.intermediate_size, config.num_attention_heads
   tokens, pairs = sequences * length, sequences * heads
 

@@ -96,7 +96,10 @@ def test_smart_and_bregman_in_the_compiled_step(tmp_path, tiny):
           if r["kind"] == "train"]
   assert all(r["smart_skipped"] == 0 and r["smart_regularizer"] > 0 and r["bregman"] >= 0
              for r in rows)
-  assert rows[0]["bregman"] == 0.0  # the teacher starts as the student
+  # The teacher starts as the student: the first divergence is zero up to the rounding of two
+  # separately compiled forward passes (2e-16 seen on one CI host), the third (after a real
+  # update, the first step's learning rate being 0) is not.
+  assert rows[0]["bregman"] < 1e-9 < rows[2]["bregman"]
   plain = train_and_evaluate(tiny_config(*tiny, num_epochs=1, stop_at_step=3),
                              str(tmp_path / "plain"))
   assert plain["step"] == 3
