@@ -2,7 +2,8 @@
 
   python scripts/ablations.py [--shape base|minilm] [--batch 8] [--rounds 5] \
       [--out docs/results/ablations.json] [--tag HOST] [layers] [last_layer] [last_layer_eval] \
-      [dense_rows] [dense_rows_eval] [dropout] [xla_cpu] [xla_cpu_eval]
+      [dense_rows] [dense_rows_eval] [dropout] [gelu] [gelu_eval] [attention_eval] [xla_cpu] \
+      [xla_cpu_eval]
 
 Each study compiles a bare train step of the BERT-base or MiniLM shape (encoder, a 2-class
 classifier on [CLS], AdamW, float32, sequence length 128) once per variant, then alternates
@@ -23,6 +24,10 @@ each variant's ratio to the first one, which is what the project ships:
             passes over memory), vs jax.random's 16-bit and 8-bit random numbers, vs
             attention-probability dropout only, hidden dropout only, and none (the last three
             are bounds, not legal changes: fine-tuning uses both);
+  gelu      BERT's exact GELU as we write it (bert.gelu_erf: 0.5·x·(1 + erf(x/√2)), PyTorch's
+            form) vs jax.nn.gelu's erfc form; gelu_eval the same on a forward pass;
+  attention_eval  a forward pass with attention written out (bert.attend) vs through
+            jax.nn.dot_product_attention's "xla" implementation;
   xla_cpu   the same train step compiled with the XLA:CPU kernels we ask for (each dot through
             oneDNN, the rest through YNNPACK: mtdnn_jax/runtime.py) vs oneDNN's grouped dot
             fusions, vs XLA's default (YNNPACK for everything), vs oneDNN dots with YNNPACK
@@ -117,10 +122,30 @@ class PerElementHashDropout(nn.Module):
 PerElementHashDropout.__name__ = "Dropout"
 
 
+_SHIPPED_ACTIVATION = bert.activation
+
+
+def erfc_gelu_activation(name: str):
+  """bert.activation with BERT's "gelu" as jax.nn.gelu(approximate=False) computes it (through
+  erfc): what the encoder used before bert.gelu_erf."""
+  if name == "gelu":
+    return functools.partial(jax.nn.gelu, approximate=False)
+  return _SHIPPED_ACTIVATION(name)
+
+
+def fused_call_attention(query, key, value, attention_mask, probs_dropout=None):
+  """bert.attend through jax.nn.dot_product_attention's "xla" implementation (what evaluation
+  used before); it has no dropout, so it serves forward passes only."""
+  if probs_dropout is not None:
+    raise ValueError("jax.nn.dot_product_attention has no dropout: a forward-pass variant")
+  return jax.nn.dot_product_attention(query, key, value, mask=attention_mask[:, None, None, :],
+                                      implementation="xla")
+
+
 @contextlib.contextmanager
 def patched_encoder(**replacements):
   """Swaps names in `mtdnn_jax.models.bert` (the Dropout module the encoder builds, the way its
-  dense layers meet the tokens) while a variant is traced (and compiled)."""
+  dense layers meet the tokens, its activation, its attention) while a variant is traced (and compiled)."""
   originals = {name: getattr(bert, name) for name in replacements}
   for name, value in replacements.items():
     setattr(bert, name, value)
@@ -250,6 +275,14 @@ def studies(config: EncoderConfig) -> dict[str, dict[str, Variant]]:
           "tokens_as_rows": Variant(StackedClassifier(config)),
           "batch_and_sequence": Variant(StackedClassifier(config), {
               "_per_token": dense_on_batch_and_sequence})}),
+      **_with_evaluation("gelu", {
+          "erf_form": Variant(StackedClassifier(config)),
+          "jax_erfc_form": Variant(StackedClassifier(config),
+                                   {"activation": erfc_gelu_activation})}),
+      "attention_eval": {
+          "written_out": Variant(StackedClassifier(config), evaluate=True),
+          "jax_dot_product_attention": Variant(StackedClassifier(config),
+                                               {"attend": fused_call_attention}, evaluate=True)},
       "dropout": {
           "hash_per_4_elements": Variant(StackedClassifier(config)),
           "hash_per_element": Variant(StackedClassifier(config),

@@ -159,3 +159,30 @@ def test_dense_layers_meet_the_tokens_as_rows_of_one_matrix():
     assert _dots_contracting_batch_and_sequence(model, params, batch, length) >= 6
     other = model.apply({"params": params}, *inputs(batch, length), True)
   np.testing.assert_allclose(other, shipped, rtol=1e-5, atol=1e-6)
+
+
+def test_gelu_and_attention_variants_swap_what_they_name_and_compute_the_same_function(
+    monkeypatch):
+  from scripts.ablations import (StackedClassifier, erfc_gelu_activation, fused_call_attention,
+                                 patched_encoder)
+  model = StackedClassifier(TINY)
+  params = nn.unbox(model.init(jax.random.key(0), *inputs(), True)["params"])
+  forward = lambda: model.apply({"params": params}, *inputs(), True)
+  # A new function per trace: jax would reuse the trace of one it has seen.
+  traced = lambda: str(jax.make_jaxpr(lambda: forward())())
+  shipped = forward()
+  assert " erf " in traced() and "erfc" not in traced()
+  with patched_encoder(activation=erfc_gelu_activation):
+    assert "erfc" in traced()
+    np.testing.assert_allclose(forward(), shipped, rtol=1e-5, atol=1e-6)
+  calls = []
+  fused = jax.nn.dot_product_attention
+  monkeypatch.setattr(jax.nn, "dot_product_attention",
+                      lambda *a, **k: calls.append(k["implementation"]) or fused(*a, **k))
+  forward()
+  assert calls == []
+  with patched_encoder(attend=fused_call_attention):
+    np.testing.assert_allclose(forward(), shipped, rtol=1e-5, atol=1e-6)
+    assert calls == ["xla"] * TINY.num_hidden_layers
+    with pytest.raises(ValueError, match="no dropout"):
+      model.apply({"params": params}, *inputs(), False, rngs={"dropout": jax.random.key(1)})

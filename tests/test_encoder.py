@@ -1,4 +1,6 @@
 """The Flax BERT encoder against Hugging Face's PyTorch BertModel on the same real weights."""
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -72,16 +74,35 @@ def test_bfloat16_compute_stays_close_to_float32(minilm, batch):
   assert {x.dtype for x in jax.tree_util.tree_leaves(nn.unbox(variables))} == {np.dtype("float32")}
 
 
-def test_explicit_attention_path_equals_fused_call(minilm, batch):
-  """In training with attention dropout we compute attention ourselves; with a vanishing rate
-  it must equal jax.nn.dot_product_attention's result."""
-  from mtdnn_jax.model_dir import ModelDir
-  config = minilm.config.replace(attention_probs_dropout_prob=1e-12, hidden_dropout_prob=0.0)
-  model = ModelDir(minilm.path, config, minilm.params, minilm.tokenizer_settings, {})
-  fused = run_encoder(model, batch)
-  explicit = run_encoder(model, batch, deterministic=False,
-                         rngs={"dropout": jax.random.PRNGKey(0)})
-  np.testing.assert_allclose(explicit.last_hidden_state, fused.last_hidden_state, atol=5e-5)
+@pytest.mark.parametrize("queries", [6, 1], ids=["every_position", "cls_only"])
+def test_attention_equals_jax_dot_product_attention(queries):
+  """bert.attend (written out, so that training can drop probabilities) computes what
+  jax.nn.dot_product_attention does, padded keys left out, from every position or [CLS] alone."""
+  from mtdnn_jax.models.bert import attend
+  rng = np.random.default_rng(0)
+  query, key, value = (jnp.asarray(rng.normal(size=(2, n, 3, 8)), jnp.float32)
+                       for n in (queries, 6, 6))
+  mask = jnp.asarray([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
+  reference = jax.nn.dot_product_attention(query, key, value, mask=mask[:, None, None, :],
+                                           implementation="xla")
+  np.testing.assert_allclose(attend(query, key, value, mask), reference, rtol=1e-5, atol=1e-6)
+  # A padded key changes nothing.
+  changed = key.at[0, 4:].set(100.0), value.at[0, 4:].set(-100.0)
+  np.testing.assert_allclose(attend(query, *changed, mask), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_gelu_is_x_times_the_normal_cdf():
+  """BERT's exact GELU and its gradient against x·Φ(x) and Φ(x) + x·φ(x) in float64 (math.erfc,
+  exact where 1 + erf cancels), over the range BERT's activations take and beyond."""
+  from mtdnn_jax.models.bert import activation, gelu_erf
+  assert activation("gelu") is gelu_erf
+  x = np.linspace(-12, 12, 2401, dtype=np.float32)
+  cdf = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in x.astype(np.float64)])
+  pdf = np.exp(-x.astype(np.float64) ** 2 / 2) / math.sqrt(2 * math.pi)
+  np.testing.assert_allclose(gelu_erf(jnp.asarray(x)), x * cdf, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(jax.vmap(jax.grad(gelu_erf))(jnp.asarray(x)), cdf + x * pdf,
+                             rtol=1e-6, atol=1e-6)
+  assert gelu_erf(jnp.asarray(x, jnp.bfloat16)).dtype == jnp.bfloat16
 
 
 def test_dropout_is_random_in_training_and_reproducible_from_the_rng(minilm, batch):
