@@ -145,7 +145,8 @@ def fused_call_attention(query, key, value, attention_mask, probs_dropout=None):
 @contextlib.contextmanager
 def patched_encoder(**replacements):
   """Swaps names in `mtdnn_jax.models.bert` (the Dropout module the encoder builds, the way its
-  dense layers meet the tokens, its activation, its attention) while a variant is traced (and compiled)."""
+  dense layers meet the tokens, its activation, its attention) while a variant is traced (and
+  compiled)."""
   originals = {name: getattr(bert, name) for name in replacements}
   for name, value in replacements.items():
     setattr(bert, name, value)
