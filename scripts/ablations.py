@@ -18,8 +18,9 @@ each variant's ratio to the first one, which is what the project ships:
             ships: bert._per_token) vs to [batch, seq, features] as flax does by default (whose
             weight gradients contract two axes); dense_rows_eval the same on a forward pass;
   dropout   BERT's dropout as we draw it (mtdnn_jax.models.dropout.keep_mask: one threefry
-            hash, written as element-wise operations XLA fuses, cut into four 16-bit uniforms)
-            vs jax's own masks (one hash per element) through the same fused hash, vs flax's
+            hash, written as element-wise operations XLA fuses, cut into four 16-bit uniforms
+            for elements a quarter-row apart) vs the same pieces on four adjacent elements, vs
+            jax's own masks (one hash per element) through the same fused hash, vs flax's
             nn.Dropout (jax's masks through jax.random, whose threefry XLA:CPU runs as a loop of
             passes over memory), vs jax.random's 16-bit and 8-bit random numbers, vs
             attention-probability dropout only, hidden dropout only, and none (the last three
@@ -121,6 +122,22 @@ class PerElementHashDropout(nn.Module):
 # flax names a module (and so derives its keys) by its class's name: nn.Dropout's keys.
 PerElementHashDropout.__name__ = "Dropout"
 
+
+class AdjacentPiecesDropout(dropout.Dropout):
+  """`dropout.keep_mask`'s decisions with each hash's four pieces on four adjacent elements of a
+  row instead of a quarter-row apart: what shipped before that layout."""
+
+  @nn.compact
+  def __call__(self, inputs, deterministic):
+    if deterministic or self.rate == 0.0:
+      return inputs
+    pieces, keep_prob = dropout.kept_pieces(self.make_rng(self.rng_collection), 1.0 - self.rate,
+                                            inputs.shape)
+    keep = jnp.stack(pieces, axis=-1).reshape(*inputs.shape[:-1], -1)[..., :inputs.shape[-1]]
+    return jax.lax.select(keep, inputs / keep_prob, jnp.zeros_like(inputs))
+
+
+AdjacentPiecesDropout.__name__ = "Dropout"  # the same keys as the shipped Dropout
 
 _SHIPPED_ACTIVATION = bert.activation
 
@@ -286,6 +303,7 @@ def studies(config: EncoderConfig) -> dict[str, dict[str, Variant]]:
                                                {"attend": fused_call_attention}, evaluate=True)},
       "dropout": {
           "hash_per_4_elements": Variant(StackedClassifier(config)),
+          "adjacent_pieces": Variant(StackedClassifier(config), {"Dropout": AdjacentPiecesDropout}),
           "hash_per_element": Variant(StackedClassifier(config),
                                       {"Dropout": PerElementHashDropout}),
           "flax_dropout": Variant(StackedClassifier(config), {"Dropout": nn.Dropout}),

@@ -186,3 +186,15 @@ def test_gelu_and_attention_variants_swap_what_they_name_and_compute_the_same_fu
     assert calls == ["xla"] * TINY.num_hidden_layers
     with pytest.raises(ValueError, match="no dropout"):
       model.apply({"params": params}, *inputs(), False, rngs={"dropout": jax.random.key(1)})
+
+
+def test_adjacent_pieces_dropout_places_the_shipped_decisions_on_adjacent_elements():
+  """The study's old layout: hash k's four pieces on row elements 4k..4k+3, where keep_mask
+  puts piece p on element p·q + k (q a quarter of the row)."""
+  from scripts.ablations import AdjacentPiecesDropout
+  x, rngs = jnp.ones((3, 40)), {"dropout": jax.random.key(5)}
+  shipped = np.asarray(Dropout(0.5).apply({}, x, deterministic=False, rngs=rngs))
+  adjacent = np.asarray(AdjacentPiecesDropout(0.5).apply({}, x, deterministic=False, rngs=rngs))
+  assert 0 < (shipped == 0).mean() < 1
+  np.testing.assert_array_equal(shipped.reshape(3, 4, 10),
+                                adjacent.reshape(3, 10, 4).transpose(0, 2, 1))

@@ -61,9 +61,11 @@ def expected_keep_mask(key, keep_prob, shape):
   words = np.asarray(jax.extend.random.threefry_2x32(
       jax.random.key_data(key), np.concatenate([np.zeros_like(counters), counters])))
   first, second = words[:counters.size], words[counters.size:]
-  pieces = np.stack([first & 0xFFFF, first >> 16, second & 0xFFFF, second >> 16], axis=-1)
-  threshold = round(keep_prob * 2**16)
-  return (pieces.reshape(*lead, hashes_per_row * 4)[..., :length] < threshold).reshape(shape)
+  pieces = [word.reshape(*lead, hashes_per_row) for word in
+            (first & 0xFFFF, first >> 16, second & 0xFFFF, second >> 16)]
+  # Row element j: piece j // hashes_per_row of the row's hash j % hashes_per_row.
+  row = np.concatenate(pieces, axis=-1)[..., :length]
+  return (row < round(keep_prob * 2**16)).reshape(shape)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -101,8 +103,12 @@ def test_dropout_keeps_one_minus_rate_unbiased_and_independent():
   assert abs(kept.mean() - 0.9) < 5 * sigma  # 5 standard deviations
   np.testing.assert_allclose(out[kept], 2**16 / round(0.9 * 2**16), rtol=1e-6)
   assert abs(out.mean() - 1.0) < 5 * sigma / 0.9  # the expected output is the input
-  # The four elements one hash serves, and neighbouring hashes, are uncorrelated.
-  groups = kept.reshape(-1, 8).astype(np.float64)
+  # The four elements one hash serves (a quarter of the row apart) and those of its neighbour
+  # (the next element of each quarter) are uncorrelated.
+  quarter = n_cols // 4
+  by_hash = kept.reshape(n_rows, 4, quarter)[:, :, :quarter // 2 * 2]
+  groups = by_hash.reshape(n_rows, 4, -1, 2).transpose(0, 2, 1, 3).reshape(-1, 8)
+  groups = groups.astype(np.float64)
   correlation = np.corrcoef(groups, rowvar=False)
   off_diagonal = correlation[~np.eye(8, dtype=bool)]
   assert np.abs(off_diagonal).max() < 5 / np.sqrt(groups.shape[0])
