@@ -106,38 +106,29 @@ def narrow_bits_dropout(bits_dtype):
   return NarrowBitsDropout
 
 
-class PerElementHashDropout(nn.Module):
+class PerElementHashDropout(dropout.Dropout):
   """Dropout with jax's own masks (`jax.random.bernoulli`: one threefry hash per element), the
   hash fused as mtdnn_jax.models.dropout writes it: what we shipped before `keep_mask`."""
-  rate: float
-
-  @nn.compact
-  def __call__(self, x, deterministic):
-    if deterministic or self.rate == 0.0:
-      return x
-    keep = dropout.bernoulli(self.make_rng("dropout"), 1.0 - self.rate, x.shape)
-    return jax.lax.select(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
+  mask = staticmethod(lambda key, keep_prob, shape: (dropout.bernoulli(key, keep_prob, shape),
+                                                     keep_prob))
 
 
-# flax names a module (and so derives its keys) by its class's name: nn.Dropout's keys.
-PerElementHashDropout.__name__ = "Dropout"
+def adjacent_pieces_keep_mask(key, keep_prob: float, shape: tuple[int, ...]):
+  """`dropout.keep_mask`'s decisions with each hash's four pieces on four adjacent elements of a
+  row instead of a quarter-row apart: what shipped before that layout."""
+  pieces, realised = dropout.kept_pieces(key, keep_prob, shape)
+  keep = jnp.stack(pieces, axis=-1).reshape(*shape[:-1], -1)[..., :shape[-1]]
+  return keep, realised
 
 
 class AdjacentPiecesDropout(dropout.Dropout):
-  """`dropout.keep_mask`'s decisions with each hash's four pieces on four adjacent elements of a
-  row instead of a quarter-row apart: what shipped before that layout."""
-
-  @nn.compact
-  def __call__(self, inputs, deterministic):
-    if deterministic or self.rate == 0.0:
-      return inputs
-    pieces, keep_prob = dropout.kept_pieces(self.make_rng(self.rng_collection), 1.0 - self.rate,
-                                            inputs.shape)
-    keep = jnp.stack(pieces, axis=-1).reshape(*inputs.shape[:-1], -1)[..., :inputs.shape[-1]]
-    return jax.lax.select(keep, inputs / keep_prob, jnp.zeros_like(inputs))
+  """The shipped Dropout with `adjacent_pieces_keep_mask`."""
+  mask = staticmethod(adjacent_pieces_keep_mask)
 
 
-AdjacentPiecesDropout.__name__ = "Dropout"  # the same keys as the shipped Dropout
+# flax names a module (and so derives its keys) by its class's name: the shipped Dropout's
+# (and nn.Dropout's) keys.
+PerElementHashDropout.__name__ = AdjacentPiecesDropout.__name__ = "Dropout"
 
 _SHIPPED_ACTIVATION = bert.activation
 

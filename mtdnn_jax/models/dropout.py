@@ -136,15 +136,18 @@ def kept_pieces(key, keep_prob: float, shape: tuple[int, ...]) -> tuple[list[jax
 
 class Dropout(nn.Module):
   """`flax.linen.Dropout`'s interface (rate, rng collection, `deterministic`) with its mask from
-  `keep_mask` above."""
+  `keep_mask` above. `mask` (key, keep_prob, shape) -> (mask, realised keep probability) is a
+  class attribute so that another mask (scripts/ablations.py) can be measured in the same
+  module."""
   rate: float
   rng_collection: str = "dropout"
+  mask = staticmethod(keep_mask)
 
   @nn.compact
   def __call__(self, inputs, deterministic: bool):
     if deterministic or self.rate == 0.0:
       return inputs
-    keep, keep_prob = keep_mask(self.make_rng(self.rng_collection), 1.0 - self.rate,
+    keep, keep_prob = self.mask(self.make_rng(self.rng_collection), 1.0 - self.rate,
                                 inputs.shape)
     if keep_prob == 0.0:  # a rate within 2**-17 of 1
       return jnp.zeros_like(inputs)
