@@ -11,8 +11,10 @@ Bounds: `necessary_matmuls` lists the matrix products one step of an encoder wit
 on [CLS] cannot do without, and `matmul_seconds` times them, each alone; no implementation
 whose matrix products run at the rates they reach alone can take a step in less time.
 
-Peaks: dense bfloat16 from the vendors' data sheets, per device; on a CPU, a float32 matrix
-multiply measured at start on the whole machine (so MFU there is against what XLA can reach).
+Peaks: dense bfloat16 from the vendors' data sheets, per device; on a CPU, a matrix multiply
+measured at start on the whole machine (so MFU there is against what XLA can reach), in the
+run's precision and, like the bound's products, in the form the encoder's products take
+(`mixed_precision.product`: float32 sums of bfloat16 operands on a CPU).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtdnn_jax.models import mixed_precision
 from mtdnn_jax.models.config import EncoderConfig
 
 PEAK_FLOPS_PER_DEVICE = {  # device_kind substring → dense bf16 FLOP/s
@@ -44,7 +47,7 @@ PEAK_FLOPS_PER_DEVICE = {  # device_kind substring → dense bf16 FLOP/s
 def measured_matmul_peak(size: int = 1024, seconds: float = 0.5, dtype: str = "float32") -> float:
   """FLOP/s of a [size x size] matrix multiply in `dtype`, best of repeated timed rounds."""
   a = jnp.ones((size, size), dtype)
-  matmul = jax.jit(lambda x: x @ x)
+  matmul = jax.jit(lambda x: mixed_precision.product(x, x, (((1,), (0,)), ((), ()))))
   return 2 * size ** 3 / fastest_call_seconds(lambda: matmul(a).block_until_ready(), seconds)
 
 
@@ -92,7 +95,7 @@ class Matmul:
     return (self.contract[:1], self.contract[1:]), (tuple(range(self.batch)),) * 2
 
   def apply(self, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-    return jax.lax.dot_general(lhs, rhs, self.dimension_numbers)
+    return mixed_precision.product(lhs, rhs, self.dimension_numbers)
 
   @property
   def flops(self) -> int:

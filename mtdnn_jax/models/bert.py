@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from mtdnn_jax.models.config import EncoderConfig
+from mtdnn_jax.models import mixed_precision
 from mtdnn_jax.models.dropout import Dropout
 
 AttentionImpl = Literal["xla", "cudnn"]
@@ -66,7 +67,7 @@ def _layer_norm(config: EncoderConfig, dtype, name: str) -> nn.LayerNorm:
 
 def _dense(config: EncoderConfig, features: int, axes: tuple[str, str], dtype, name: str) -> nn.Dense:
   return nn.Dense(features, dtype=dtype, name=name, kernel_init=_weight_init(config, axes),
-                  bias_init=_zeros(axes[1:]))
+                  bias_init=_zeros(axes[1:]), dot_general=mixed_precision.dot_general)
 
 
 def _per_token(layer: nn.Module, x, feature_dims: int = 1):
@@ -112,13 +113,13 @@ def attend(query, key, value, attention_mask, probs_dropout=None):
   `jax.nn.dot_product_attention`, which has no dropout and whose "xla" implementation XLA:CPU
   ran slower on a Xeon with AMX: MiniLM's evaluation 1.05×, BERT-base's 1.005×
   (docs/PERFORMANCE.md)."""
-  logits = jnp.einsum("btnh,bsnh->bnts", query, key).astype(jnp.float32)
+  logits = mixed_precision.attention_scores(query, key, jnp.float32)
   logits = jnp.where(attention_mask[:, None, None, :], logits * query.shape[-1] ** -0.5,
                      jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1)
   if probs_dropout is not None:
     probs = probs_dropout(probs)
-  return jnp.einsum("bnts,bsnh->btnh", probs.astype(value.dtype), value)
+  return mixed_precision.attention_context(probs, value)
 
 
 class SelfAttention(nn.Module):
@@ -134,6 +135,7 @@ class SelfAttention(nn.Module):
     cfg = self.config
     project = functools.partial(
         nn.DenseGeneral, features=(cfg.num_attention_heads, cfg.head_dim), dtype=self.dtype,
+        dot_general=mixed_precision.dot_general,
         kernel_init=_weight_init(cfg, ("embed", "heads", "kv")), bias_init=_zeros(("heads", "kv")))
     # [batch, seq (1 if cls_only), heads, head_dim]
     query = _per_token(project(name="query"), x[:, :1] if self.cls_only else x)
@@ -153,6 +155,7 @@ class SelfAttention(nn.Module):
       context = attend(query, key, value, attention_mask, probs_dropout)
 
     out = nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=self.dtype, name="out",
+                          dot_general=mixed_precision.dot_general,
                           kernel_init=_weight_init(cfg, ("heads", "kv", "embed")),
                           bias_init=_zeros(("embed",)))
     return _per_token(out, context, feature_dims=2)

@@ -1,0 +1,161 @@
+"""The encoder's matrix products when it computes in bfloat16 (or float16) on a CPU.
+
+XLA:CPU (jaxlib 0.10) runs a bfloat16 product whose result is bfloat16 as a float32 one (it
+converts both operands first), at float32 speed. The same product with a float32 result goes to
+YNNPACK, which uses the CPU's bfloat16 units (AMX, AVX512-BF16) — but only in some forms: a
+row-major product that contracts the first operand's last axis with the second's first or last
+(x @ w, x @ wᵀ), and attention's batched products as `attention_scores` and `attention_context`
+write them. A product contracting both operands' first axis (a weight gradient, xᵀ @ dy) is
+folded back to float32, and some forms XLA:CPU cannot run at all with a float32 result
+("Unsupported element type for DotThunk"). On a Xeon with AMX: 2048² at 305 GFLOP/s the first
+way, 1,510-1,800 the second; xᵀ @ dy at 4096×768×3072 at 265-290 as autodiff writes it, 1,114 as
+`_transposed` lays it out (docs/PERFORMANCE.md, "bfloat16 on a CPU with AMX").
+
+So on a CPU every low-precision product of the encoder is one of those forms, forward and
+backward (custom VJPs; autodiff's own transposes would give weight gradients in the slow form
+and multiply float32 cotangents by bfloat16 operands, which XLA runs in float32 again): float32
+sums, rounded to the compute dtype; the cotangents stay in the compute dtype. That is what
+`torch.autocast` computes: bfloat16 operands, float32 sums, a bfloat16 result, bfloat16
+gradients of the operands.
+
+Float32 products, and every product on GPUs and TPUs (whose bfloat16 products sum in float32
+already), are the plain jax ones: their programs do not change.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+_F32 = jnp.float32
+
+
+def on_cpu_in_low_precision(*operands) -> bool:
+  """Whether the products of this module take their CPU path for these operands: all of one
+  floating dtype narrower than 32 bits, and jax compiling for a CPU."""
+  dtypes = {a.dtype for a in operands}
+  if len(dtypes) != 1:
+    return False
+  dtype = dtypes.pop()
+  return (jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+          and jax.default_backend() == "cpu")
+
+
+def _product(spec: str, a, b, out_dtype):
+  return jnp.einsum(spec, a, b, preferred_element_type=_F32).astype(out_dtype)
+
+
+def _transposed(x):
+  """xᵀ laid out row-major in memory: XLA folds a plain transpose into the product that reads
+  it (giving the slow form of the module's docstring); through a flat barrier it cannot."""
+  rows, cols = x.shape
+  return jax.lax.optimization_barrier(x.T.reshape(-1)).reshape(cols, rows)
+
+
+@jax.custom_vjp
+def _matmul(x, w):
+  return _product("nk,kf->nf", x, w, x.dtype)
+
+
+def _matmul_forward(x, w):
+  return _matmul(x, w), (x, w)
+
+
+def _matmul_backward(residuals, g):
+  x, w = residuals
+  g = g.astype(x.dtype)
+  return _product("nf,kf->nk", g, w, x.dtype), _product("kn,nf->kf", _transposed(x), g, w.dtype)
+
+
+_matmul.defvjp(_matmul_forward, _matmul_backward)
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+  """`lax.dot_general` for flax's Dense and DenseGeneral (their `dot_general` field). On the
+  CPU path, a product contracting `lhs`'s trailing axes with `rhs`'s leading ones (what those
+  layers compute; `precision` does not apply) runs as one [rows, k] @ [k, features] product;
+  anything else is lax.dot_general's."""
+  (lhs_contract, rhs_contract), batch = dimension_numbers
+  n = len(lhs_contract)
+  standard = (batch == ((), ()) and tuple(lhs_contract) == tuple(range(lhs.ndim - n, lhs.ndim))
+              and tuple(rhs_contract) == tuple(range(n)))
+  if not (standard and on_cpu_in_low_precision(lhs, rhs)):
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision,
+                               preferred_element_type=preferred_element_type)
+  rows, contracted = lhs.shape[:lhs.ndim - n], lhs.shape[lhs.ndim - n:]
+  features = rhs.shape[n:]
+  y = _matmul(lhs.reshape(-1, _size(contracted)), rhs.reshape(_size(contracted), -1))
+  return y.reshape(rows + features).astype(preferred_element_type or y.dtype)
+
+
+def product(lhs, rhs, dimension_numbers):
+  """lax.dot_general as the encoder's products run (for timing them alone, throughput.py): on
+  the CPU path float32 sums rounded to the operands' dtype, a 2-D xᵀ @ y (both first axes
+  contracted) through `_transposed`; otherwise lax.dot_general itself."""
+  if not on_cpu_in_low_precision(lhs, rhs):
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers)
+  if dimension_numbers == (((0,), (0,)), ((), ())) and lhs.ndim == rhs.ndim == 2:
+    return _product("kn,nf->kf", _transposed(lhs), rhs, lhs.dtype)
+  return jax.lax.dot_general(lhs, rhs, dimension_numbers,
+                             preferred_element_type=_F32).astype(lhs.dtype)
+
+
+def _size(shape) -> int:
+  return functools.reduce(lambda a, b: a * b, shape, 1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _scores(query, key, out_dtype):
+  return _product("btnh,bsnh->bnts", query, key, out_dtype)
+
+
+def _scores_forward(query, key, out_dtype):
+  return _scores(query, key, out_dtype), (query, key)
+
+
+def _scores_backward(out_dtype, residuals, g):
+  del out_dtype
+  query, key = residuals
+  g = g.astype(query.dtype)
+  return (_product("bnts,bsnh->btnh", g, key, query.dtype),
+          _product("bnts,btnh->bsnh", g, query, key.dtype))
+
+
+_scores.defvjp(_scores_forward, _scores_backward)
+
+
+@jax.custom_vjp
+def _context(probs, value):
+  return _product("bnts,bsnh->btnh", probs, value, value.dtype)
+
+
+def _context_forward(probs, value):
+  return _context(probs, value), (probs, value)
+
+
+def _context_backward(residuals, g):
+  probs, value = residuals
+  g = g.astype(value.dtype)
+  return (_product("btnh,bsnh->bnts", g, value, probs.dtype),
+          _product("bnts,btnh->bsnh", probs, g, value.dtype))
+
+
+_context.defvjp(_context_forward, _context_backward)
+
+
+def attention_scores(query, key, out_dtype=_F32):
+  """query [batch, t, heads, dim] · key [batch, s, heads, dim] → [batch, heads, t, s], as
+  `out_dtype`."""
+  if not on_cpu_in_low_precision(query, key):
+    return jnp.einsum("btnh,bsnh->bnts", query, key).astype(out_dtype)
+  return _scores(query, key, out_dtype)
+
+
+def attention_context(probs, value):
+  """probs [batch, heads, t, s] · value [batch, s, heads, dim] → [batch, t, heads, dim], in
+  value's dtype (probs are cast to it)."""
+  probs = probs.astype(value.dtype)
+  if not on_cpu_in_low_precision(probs, value):
+    return jnp.einsum("bnts,bsnh->btnh", probs, value)
+  return _context(probs, value)

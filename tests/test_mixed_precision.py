@@ -1,0 +1,121 @@
+"""The encoder's bfloat16 products on a CPU (mtdnn_jax/models/mixed_precision.py): the same
+values and gradients as float32 products of the same bfloat16 numbers, to bfloat16 rounding;
+in the forms XLA:CPU runs on its bfloat16 units; float32 programs untouched."""
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mtdnn_jax.models import BertEncoder, EncoderConfig, mixed_precision
+
+DENSE = (((1,), (0,)), ((), ()))
+PRODUCTS = {  # name: (ours, float32 reference, operand shapes)
+    "dense": (lambda x, w: mixed_precision.dot_general(x, w, DENSE), lambda x, w: x @ w,
+              [(6, 5), (5, 3)]),
+    "dense_to_heads": (lambda x, w: mixed_precision.dot_general(x, w, DENSE),
+                       lambda x, w: jnp.einsum("ab,bcd->acd", x, w), [(6, 5), (5, 2, 3)]),
+    "dense_from_heads": (lambda x, w: mixed_precision.dot_general(x, w, (((1, 2), (0, 1)), ((), ()))),
+                         lambda x, w: jnp.einsum("abc,bcd->ad", x, w), [(6, 2, 3), (2, 3, 4)]),
+    "attention_scores": (mixed_precision.attention_scores,
+                         lambda q, k: jnp.einsum("btnh,bsnh->bnts", q, k),
+                         [(2, 4, 3, 5), (2, 6, 3, 5)]),
+    "attention_scores_cls": (mixed_precision.attention_scores,
+                             lambda q, k: jnp.einsum("btnh,bsnh->bnts", q, k),
+                             [(2, 1, 3, 5), (2, 6, 3, 5)]),
+    "attention_context": (mixed_precision.attention_context,
+                          lambda p, v: jnp.einsum("bnts,bsnh->btnh", p, v),
+                          [(2, 3, 4, 6), (2, 6, 3, 5)]),
+    # throughput.py times the weight gradient's product in the form the encoder's backward takes
+    "weight_gradient_product": (
+        lambda x, g: mixed_precision.product(x, g, (((0,), (0,)), ((), ()))),
+        lambda x, g: x.T @ g, [(6, 5), (6, 3)]),
+}
+
+
+@pytest.mark.parametrize("name", PRODUCTS)
+def test_products_and_their_gradients_match_float32_to_bfloat16_rounding(name):
+  ours, reference, shapes = PRODUCTS[name]
+  rng = np.random.default_rng(0)
+  operands = [jnp.asarray(rng.normal(size=s), jnp.bfloat16) for s in shapes]
+  exact = [x.astype(jnp.float32) for x in operands]  # the same numbers, in float32
+  weights = jnp.asarray(rng.normal(size=reference(*exact).shape), jnp.float32)
+
+  def loss(product):
+    return lambda *xs: jnp.sum(weights * product(*xs).astype(jnp.float32))
+
+  out = ours(*operands)
+  expected = reference(*exact)
+  # One rounding of each float32 sum to bfloat16 (8 significant bits).
+  np.testing.assert_allclose(out.astype(jnp.float32), expected, rtol=2 ** -8, atol=1e-6)
+  grads = jax.grad(loss(ours), argnums=tuple(range(len(shapes))))(*operands)
+  expected_grads = jax.grad(loss(reference), argnums=tuple(range(len(shapes))))(*exact)
+  for got, want, shape in zip(grads, expected_grads, shapes):
+    assert got.dtype == jnp.bfloat16 and got.shape == shape
+    # The cotangent (bfloat16 weights · 1) and the result are each rounded once.
+    scale = float(jnp.max(jnp.abs(want)))
+    np.testing.assert_allclose(got.astype(jnp.float32), want, rtol=0, atol=scale * 2 ** -7)
+
+
+def test_float32_products_are_jax_own():
+  """A float32 model's program does not change: the plain dot_general, no custom VJP."""
+  x, w = jnp.ones((4, 3)), jnp.ones((3, 2))
+  jaxpr = str(jax.make_jaxpr(jax.grad(
+      lambda x, w: mixed_precision.dot_general(x, w, DENSE).sum(), (0, 1)))(x, w))
+  plain = str(jax.make_jaxpr(jax.grad(lambda x, w: (x @ w).sum(), (0, 1)))(x, w))
+  assert "custom_vjp" not in jaxpr and jaxpr.count("dot_general") == plain.count("dot_general")
+  q = jnp.ones((1, 4, 2, 3))
+  assert "custom_vjp" not in str(jax.make_jaxpr(mixed_precision.attention_scores)(q, q))
+
+
+def _train_step(config: EncoderConfig, dtype, cls_only: bool):
+  model = BertEncoder(config, dtype=dtype, cls_only=cls_only)
+  ids = jnp.asarray(np.random.default_rng(0).integers(0, config.vocab_size, (3, 16)), jnp.int32)
+  mask = jnp.ones((3, 16), jnp.int32).at[0, 10:].set(0)
+  params = nn.unbox(model.init(jax.random.key(0), ids, jnp.zeros_like(ids), mask)["params"])
+
+  def loss(params):
+    out = model.apply({"params": params}, ids, jnp.zeros_like(ids), mask, deterministic=False,
+                      rngs={"dropout": jax.random.key(1)})
+    return jnp.sum(out.pooled_output.astype(jnp.float32) ** 2)
+
+  tx = optax.adamw(1e-3)
+
+  def step(params, opt_state):
+    grads = jax.grad(loss)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, grads
+
+  return jax.jit(step), params, tx.init(params)
+
+
+@pytest.mark.parametrize("cls_only", [False, True], ids=["every_position", "cls_only"])
+def test_a_bfloat16_train_step_runs_its_products_with_float32_sums(cls_only):
+  """Every product of a bfloat16 encoder's train step (forward and backward) multiplies
+  bfloat16 operands into a float32 result (a bfloat16 result is what XLA:CPU upcasts to float32
+  products), the weight gradients read a transposed copy (`_transposed`), and the compiled step
+  runs; its gradients agree with the float32 step's."""
+  config = EncoderConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=32)
+  step, params, opt_state = _train_step(config, jnp.bfloat16, cls_only)
+  lowered = step.lower(params, opt_state).as_text()
+  dots = re.findall(r"stablehlo\.dot_general[^\n]*?: \((tensor<[^>]*>), (tensor<[^>]*>)\) -> "
+                    r"(tensor<[^>]*>)", lowered)
+  element = lambda tensor: tensor.rsplit("x", 1)[-1].rstrip(">")
+  kinds = {tuple(element(t) for t in dot) for dot in dots}
+  # bfloat16 × bfloat16 → float32 (the encoder); float32 × float32 → float32 (none here but
+  # what the encoder does not own); nothing mixed, no bfloat16 result.
+  assert ("bf16", "bf16", "f32") in kinds and kinds <= {("bf16", "bf16", "f32"), ("f32", "f32", "f32")}
+  assert "stablehlo.optimization_barrier" in lowered
+  _, _, grads = jax.block_until_ready(step(params, opt_state))
+  _, _, full = _train_step(config, jnp.float32, cls_only)[0](params, opt_state)
+  for path, got in jax.tree_util.tree_leaves_with_path(grads):
+    if jax.tree_util.keystr(path).endswith("['key']['bias']"):
+      continue  # zero but for rounding: the softmax ignores the constant q·b it adds per query
+    want = np.asarray(dict(jax.tree_util.tree_leaves_with_path(full))[path]).ravel()
+    got = np.asarray(got).ravel()
+    cosine = got @ want / (np.linalg.norm(got) * np.linalg.norm(want) + 1e-30)
+    assert cosine > 0.98, (jax.tree_util.keystr(path), cosine)
