@@ -24,6 +24,7 @@ already), are the plain jax ones: their programs do not change.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -53,22 +54,37 @@ def _transposed(x):
   return jax.lax.optimization_barrier(x.T.reshape(-1)).reshape(cols, rows)
 
 
-@jax.custom_vjp
-def _matmul(x, w):
-  return _product("nk,kf->nf", x, w, x.dtype)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 4))
+def _fast_product(spec: str, gradients, a, b, out_dtype):
+  """`_product(spec, a, b, out_dtype)` whose VJP is `gradients(a, b, g)`: the two operands'
+  gradients, each written in one of the fast forms, from a cotangent `g` in a's dtype."""
+  return _product(spec, a, b, out_dtype)
 
 
-def _matmul_forward(x, w):
-  return _matmul(x, w), (x, w)
+def _fast_product_forward(spec, gradients, a, b, out_dtype):
+  return _product(spec, a, b, out_dtype), (a, b)
 
 
-def _matmul_backward(residuals, g):
-  x, w = residuals
-  g = g.astype(x.dtype)
+def _fast_product_backward(spec, gradients, out_dtype, residuals, g):
+  a, b = residuals
+  return gradients(a, b, g.astype(a.dtype))
+
+
+_fast_product.defvjp(_fast_product_forward, _fast_product_backward)
+
+
+def _matmul_gradients(x, w, g):  # of x [n, k] @ w [k, f]
   return _product("nf,kf->nk", g, w, x.dtype), _product("kn,nf->kf", _transposed(x), g, w.dtype)
 
 
-_matmul.defvjp(_matmul_forward, _matmul_backward)
+def _scores_gradients(query, key, g):  # of "btnh,bsnh->bnts"
+  return (_product("bnts,bsnh->btnh", g, key, query.dtype),
+          _product("bnts,btnh->bsnh", g, query, key.dtype))
+
+
+def _context_gradients(probs, value, g):  # of "bnts,bsnh->btnh"
+  return (_product("btnh,bsnh->bnts", g, value, probs.dtype),
+          _product("bnts,btnh->bsnh", probs, g, value.dtype))
 
 
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
@@ -85,7 +101,8 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
                                preferred_element_type=preferred_element_type)
   rows, contracted = lhs.shape[:lhs.ndim - n], lhs.shape[lhs.ndim - n:]
   features = rhs.shape[n:]
-  y = _matmul(lhs.reshape(-1, _size(contracted)), rhs.reshape(_size(contracted), -1))
+  y = _fast_product("nk,kf->nf", _matmul_gradients, lhs.reshape(-1, math.prod(contracted)),
+                    rhs.reshape(math.prod(contracted), -1), lhs.dtype)
   return y.reshape(rows + features).astype(preferred_element_type or y.dtype)
 
 
@@ -101,55 +118,12 @@ def product(lhs, rhs, dimension_numbers):
                              preferred_element_type=_F32).astype(lhs.dtype)
 
 
-def _size(shape) -> int:
-  return functools.reduce(lambda a, b: a * b, shape, 1)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _scores(query, key, out_dtype):
-  return _product("btnh,bsnh->bnts", query, key, out_dtype)
-
-
-def _scores_forward(query, key, out_dtype):
-  return _scores(query, key, out_dtype), (query, key)
-
-
-def _scores_backward(out_dtype, residuals, g):
-  del out_dtype
-  query, key = residuals
-  g = g.astype(query.dtype)
-  return (_product("bnts,bsnh->btnh", g, key, query.dtype),
-          _product("bnts,btnh->bsnh", g, query, key.dtype))
-
-
-_scores.defvjp(_scores_forward, _scores_backward)
-
-
-@jax.custom_vjp
-def _context(probs, value):
-  return _product("bnts,bsnh->btnh", probs, value, value.dtype)
-
-
-def _context_forward(probs, value):
-  return _context(probs, value), (probs, value)
-
-
-def _context_backward(residuals, g):
-  probs, value = residuals
-  g = g.astype(value.dtype)
-  return (_product("btnh,bsnh->bnts", g, value, probs.dtype),
-          _product("bnts,btnh->bsnh", probs, g, value.dtype))
-
-
-_context.defvjp(_context_forward, _context_backward)
-
-
 def attention_scores(query, key, out_dtype=_F32):
   """query [batch, t, heads, dim] · key [batch, s, heads, dim] → [batch, heads, t, s], as
   `out_dtype`."""
   if not on_cpu_in_low_precision(query, key):
     return jnp.einsum("btnh,bsnh->bnts", query, key).astype(out_dtype)
-  return _scores(query, key, out_dtype)
+  return _fast_product("btnh,bsnh->bnts", _scores_gradients, query, key, out_dtype)
 
 
 def attention_context(probs, value):
@@ -158,4 +132,4 @@ def attention_context(probs, value):
   probs = probs.astype(value.dtype)
   if not on_cpu_in_low_precision(probs, value):
     return jnp.einsum("bnts,bsnh->btnh", probs, value)
-  return _context(probs, value)
+  return _fast_product("bnts,bsnh->btnh", _context_gradients, probs, value, value.dtype)
