@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from mtdnn_jax import runtime
 from mtdnn_jax.models import BertEncoder, EncoderConfig, mixed_precision
 
 DENSE = (((1,), (0,)), ((), ()))
@@ -71,10 +72,11 @@ def test_float32_products_are_jax_own():
   assert "custom_vjp" not in str(jax.make_jaxpr(mixed_precision.attention_scores)(q, q))
 
 
-def _train_step(config: EncoderConfig, dtype, cls_only: bool):
+def _train_step(config: EncoderConfig, dtype, cls_only: bool, batch: int = 3, length: int = 16):
   model = BertEncoder(config, dtype=dtype, cls_only=cls_only)
-  ids = jnp.asarray(np.random.default_rng(0).integers(0, config.vocab_size, (3, 16)), jnp.int32)
-  mask = jnp.ones((3, 16), jnp.int32).at[0, 10:].set(0)
+  ids = jnp.asarray(np.random.default_rng(0).integers(0, config.vocab_size, (batch, length)),
+                    jnp.int32)
+  mask = jnp.ones((batch, length), jnp.int32).at[0, length - 2:].set(0)
   params = nn.unbox(model.init(jax.random.key(0), ids, jnp.zeros_like(ids), mask)["params"])
 
   def loss(params):
@@ -119,3 +121,18 @@ def test_a_bfloat16_train_step_runs_its_products_with_float32_sums(cls_only):
     got = np.asarray(got).ravel()
     cosine = got @ want / (np.linalg.norm(got) * np.linalg.norm(want) + 1e-30)
     assert cosine > 0.98, (jax.tree_util.keystr(path), cosine)
+
+
+@pytest.mark.skipif(not runtime.onednn_flags_supported(), reason="oneDNN's flags need x86-64 "
+                    "and a checked jaxlib")
+@pytest.mark.parametrize("cls_only", [False, True], ids=["every_position", "cls_only"])
+def test_the_bfloat16_step_runs_with_the_kernels_the_scripts_ask_for(cls_only):
+  """The scripts compile with oneDNN's dots (mtdnn_jax/runtime.py), the tests with XLA's own
+  kernels: the bfloat16 step's products must run under both (some bfloat16 × bfloat16 →
+  float32 forms XLA:CPU cannot run at all); odd sizes, a single sequence."""
+  config = EncoderConfig(vocab_size=300, hidden_size=48, num_hidden_layers=2,
+                         num_attention_heads=3, intermediate_size=80, max_position_embeddings=32)
+  step, params, opt_state = _train_step(config, jnp.bfloat16, cls_only, batch=1, length=5)
+  compiled = step.lower(params, opt_state).compile(dict(runtime.ONEDNN_OPTIONS))
+  _, _, grads = jax.block_until_ready(compiled(params, opt_state))
+  assert all(np.isfinite(np.asarray(g, np.float32)).all() for g in jax.tree.leaves(grads))
