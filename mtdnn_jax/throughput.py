@@ -51,11 +51,12 @@ def measured_matmul_peak(size: int = 1024, seconds: float = 0.5, dtype: str = "f
   return 2 * size ** 3 / fastest_call_seconds(lambda: matmul(a).block_until_ready(), seconds)
 
 
-def machine_peak_flops() -> tuple[float, str]:
-  """(peak FLOP/s of all devices together, where the number comes from)."""
+def machine_peak_flops(dtype: str = "float32") -> tuple[float, str]:
+  """(peak FLOP/s of all devices together, where the number comes from); on a CPU measured in
+  the run's compute `dtype` (a CPU's bfloat16 units can be several times its float32 rate)."""
   device = jax.devices()[0]
   if device.platform == "cpu":
-    return measured_matmul_peak(), "measured float32 matmul"
+    return measured_matmul_peak(dtype=dtype), f"measured {dtype} matmul"
   for kind, flops in PEAK_FLOPS_PER_DEVICE.items():
     if kind in device.device_kind:
       return flops * jax.device_count(), f"{device.device_kind} data sheet, bf16"

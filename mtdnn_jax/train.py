@@ -437,7 +437,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   pending: list[tuple[int, dict]] = []  # device metrics, fetched only when logged (no sync per step)
   non_embedding = throughput.non_embedding_parameters(model_dir.params)
-  peak_flops, peak_source = throughput.machine_peak_flops()
+  peak_flops, peak_source = throughput.machine_peak_flops(config.model.dtype)
   if is_writer:
     print(f"MFU is measured against {peak_flops / 1e12:.2f} TFLOP/s ({peak_source})")
   pending_flops = pending_tokens = 0.0
