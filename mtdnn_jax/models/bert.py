@@ -142,6 +142,9 @@ class SelfAttention(nn.Module):
     key = _per_token(project(name="key"), x)
     value = _per_token(project(name="value"), x)
 
+    # The projections' results are float32 on a CPU (mixed_precision.dot_general); attention's
+    # products take their operands in the compute dtype.
+    query, key, value = (t.astype(self.dtype) for t in (query, key, value))
     dropout_rate = cfg.attention_probs_dropout_prob
     probs_dropout = None
     if not deterministic and dropout_rate > 0.0:
