@@ -98,7 +98,7 @@ def _train_step(config: EncoderConfig, dtype, cls_only: bool, batch: int = 3, le
 def test_a_bfloat16_train_step_runs_its_products_with_float32_sums(cls_only):
   """Every product of a bfloat16 encoder's train step (forward and backward) multiplies
   bfloat16 operands into a float32 result (a bfloat16 result is what XLA:CPU upcasts to float32
-  products), the weight gradients read a transposed copy (`_transposed`), and the compiled step
+  products), the weight gradients read a transposed copy (`_transposed_times`), and the compiled step
   runs; its gradients agree with the float32 step's."""
   config = EncoderConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2,
                          num_attention_heads=4, intermediate_size=64, max_position_embeddings=32)
@@ -114,10 +114,11 @@ def test_a_bfloat16_train_step_runs_its_products_with_float32_sums(cls_only):
   assert "stablehlo.optimization_barrier" in lowered
   _, _, grads = jax.block_until_ready(step(params, opt_state))
   _, _, full = _train_step(config, jnp.float32, cls_only)[0](params, opt_state)
+  full = dict(jax.tree_util.tree_leaves_with_path(full))
   for path, got in jax.tree_util.tree_leaves_with_path(grads):
     if jax.tree_util.keystr(path).endswith("['key']['bias']"):
       continue  # zero but for rounding: the softmax ignores the constant q·b it adds per query
-    want = np.asarray(dict(jax.tree_util.tree_leaves_with_path(full))[path]).ravel()
+    want = np.asarray(full[path]).ravel()
     got = np.asarray(got).ravel()
     cosine = got @ want / (np.linalg.norm(got) * np.linalg.norm(want) + 1e-30)
     assert cosine > 0.98, (jax.tree_util.keystr(path), cosine)

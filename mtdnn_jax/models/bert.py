@@ -17,8 +17,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from mtdnn_jax.models.config import EncoderConfig
 from mtdnn_jax.models import mixed_precision
+from mtdnn_jax.models.config import EncoderConfig
 from mtdnn_jax.models.dropout import Dropout
 
 AttentionImpl = Literal["xla", "cudnn"]

@@ -9,7 +9,7 @@ write them. A product contracting both operands' first axis (a weight gradient, 
 folded back to float32, and some forms XLA:CPU cannot run at all with a float32 result
 ("Unsupported element type for DotThunk"). On a Xeon with AMX: 2048² at 305 GFLOP/s the first
 way, 1,510-1,800 the second; xᵀ @ dy at 4096×768×3072 at 265-290 as autodiff writes it, 1,114 as
-`_transposed` lays it out (docs/PERFORMANCE.md, "bfloat16 on a CPU with AMX").
+`_transposed_times` lays it out (docs/PERFORMANCE.md, "bfloat16 on a CPU with AMX").
 
 So on a CPU every low-precision product of the encoder is one of those forms, forward and
 backward (custom VJPs; autodiff's own transposes would give weight gradients in the slow form
@@ -48,11 +48,13 @@ def _product(spec: str, a, b, out_dtype):
   return jnp.einsum(spec, a, b, preferred_element_type=_F32).astype(out_dtype)
 
 
-def _transposed(x):
-  """xᵀ laid out row-major in memory: XLA folds a plain transpose into the product that reads
-  it (giving the slow form of the module's docstring); through a flat barrier it cannot."""
+def _transposed_times(x, y, out_dtype):
+  """xᵀ @ y for x [n, k], y [n, f] (a weight gradient), with xᵀ laid out row-major in memory
+  first: XLA folds a plain transpose into the product that reads it (giving the slow form of
+  the module's docstring); through a flat barrier it cannot."""
   rows, cols = x.shape
-  return jax.lax.optimization_barrier(x.T.reshape(-1)).reshape(cols, rows)
+  x_t = jax.lax.optimization_barrier(x.T.reshape(-1)).reshape(cols, rows)
+  return _product("kn,nf->kf", x_t, y, out_dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 4))
@@ -75,7 +77,7 @@ _fast_product.defvjp(_fast_product_forward, _fast_product_backward)
 
 
 def _matmul_gradients(x, w, g):  # of x [n, k] @ w [k, f]
-  return _product("nf,kf->nk", g, w, x.dtype), _product("kn,nf->kf", _transposed(x), g, w.dtype)
+  return _product("nf,kf->nk", g, w, x.dtype), _transposed_times(x, g, w.dtype)
 
 
 def _scores_gradients(query, key, g):  # of "btnh,bsnh->bnts"
@@ -115,11 +117,11 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
 def product(lhs, rhs, dimension_numbers):
   """lax.dot_general as the encoder's products run (for timing them alone, throughput.py): on
   the CPU path float32 sums rounded to the operands' dtype, a 2-D xᵀ @ y (both first axes
-  contracted) through `_transposed`; otherwise lax.dot_general itself."""
+  contracted) through `_transposed_times`; otherwise lax.dot_general itself."""
   if not on_cpu_in_low_precision(lhs, rhs):
     return jax.lax.dot_general(lhs, rhs, dimension_numbers)
   if dimension_numbers == (((0,), (0,)), ((), ())) and lhs.ndim == rhs.ndim == 2:
-    return _product("kn,nf->kf", _transposed(lhs), rhs, lhs.dtype)
+    return _transposed_times(lhs, rhs, lhs.dtype)
   return jax.lax.dot_general(lhs, rhs, dimension_numbers,
                              preferred_element_type=_F32).astype(lhs.dtype)
 
