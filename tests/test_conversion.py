@@ -31,8 +31,10 @@ def assert_parity(model_dir, hf_model, texts, atol=1e-4):
                                          batch["segment_ids"], batch["attention_mask"],
                                          output_hidden_states=True)
   theirs = hf_forward(hf_model, batch)
+  # The middle layers' activations reach |10|, where float32's rounding in another order of the
+  # same sums (bert.attend: heads-major, the scale on the queries) gives ~1e-5 relative.
   for layer, hidden in enumerate(theirs.hidden_states):
-    np.testing.assert_allclose(ours.hidden_states[layer], hidden.numpy(), atol=atol, rtol=0)
+    np.testing.assert_allclose(ours.hidden_states[layer], hidden.numpy(), atol=atol, rtol=2e-5)
   np.testing.assert_allclose(ours.last_hidden_state, theirs.last_hidden_state.numpy(),
                              atol=atol, rtol=0)
   np.testing.assert_allclose(ours.pooled_output, theirs.pooler_output.numpy(), atol=atol, rtol=0)

@@ -1,6 +1,7 @@
 """The encoder's bfloat16 products on a CPU (mtdnn_jax/models/mixed_precision.py): the same
 values and gradients as float32 products of the same bfloat16 numbers, to bfloat16 rounding;
 in the forms XLA:CPU runs on its bfloat16 units; float32 programs untouched."""
+import dataclasses
 import re
 
 import flax.linen as nn
@@ -11,7 +12,13 @@ import optax
 import pytest
 
 from mtdnn_jax import runtime
+from mtdnn_jax.data.squad import SPAN_END, SPAN_START
 from mtdnn_jax.models import BertEncoder, EncoderConfig, mixed_precision
+from mtdnn_jax.models.heads import KINDS, head_layout
+from mtdnn_jax.models.mtdnn import MTDNN
+from mtdnn_jax.tasks import load_task_defs
+from mtdnn_jax.train import per_example_loss
+from tests.tiny_setup import REPO
 
 DENSE = (((1,), (0,)), ((), ()))
 PRODUCTS = {  # name: (ours, float32 reference, operand shapes)
@@ -137,3 +144,73 @@ def test_the_bfloat16_step_runs_with_the_kernels_the_scripts_ask_for(cls_only):
   compiled = step.lower(params, opt_state).compile(dict(runtime.ONEDNN_OPTIONS))
   _, _, grads = jax.block_until_ready(compiled(params, opt_state))
   assert all(np.isfinite(np.asarray(g, np.float32)).all() for g in jax.tree.leaves(grads))
+
+
+_KINDS_OF_HEAD = {  # name: (task definitions, batch shape)
+    "classification_san_regression": (lambda t: [dataclasses.replace(t["glue"]["rte"], enable_san=True),
+                                                 t["glue"]["stsb"], t["glue"]["cola"]], "sentence"),
+    "ranking": (lambda t: [t["glue"]["qnlir"]], "ranking"),
+    "span": (lambda t: [t["squad"]["squadv2"]], "tokens"),
+    "tagger": (lambda t: [t["ner"]["conll"]], "tokens"),
+}
+
+
+def _head_batch(shape: str, layout, rng, batch: int = 4, length: int = 12, vocab: int = 300):
+  ids_shape = (batch, 3, length) if shape == "ranking" else (batch, length)
+  mask = np.ones(ids_shape, np.int32)
+  mask[..., length - 3:] = 0
+  mask[0] = 1
+  data = {"input_ids": rng.integers(5, vocab, ids_shape).astype(np.int32),
+          "segment_ids": (np.arange(length) >= length // 2).astype(np.int32) * np.ones(ids_shape, np.int32),
+          "attention_mask": mask,
+          "task_id": (np.arange(batch) % len(layout.kind_code())).astype(np.int32)}
+  if shape == "sentence":
+    data["labels"] = np.array([1, 2.5, 0, 1], np.float32)[:batch]
+  elif shape == "ranking":
+    data["labels"] = np.array([0, 2, 1, 0], np.int32)[:batch]
+    data["candidate_mask"] = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 0, 0]], np.int32)[:batch]
+  else:  # per-token labels: a span's start and end marks, or tags (-1: not scored)
+    labels = rng.integers(0, 3, (batch, length)).astype(np.int32)
+    labels[:, 0] = -1
+    if layout.kind_code()[0] == KINDS.index("span"):
+      labels = np.zeros((batch, length), np.int32)
+      labels[:, 3] |= SPAN_START
+      labels[:, 5] |= SPAN_END
+    data["labels"] = labels
+  return {k: jnp.asarray(v) for k, v in data.items()}
+
+
+@pytest.mark.parametrize("kind", list(_KINDS_OF_HEAD))
+def test_every_kind_of_head_trains_in_bfloat16(kind):
+  """The whole model's loss (encoder and a task head of each kind: SAN, regression and
+  classification; ranking over candidates; spans; tags) differentiates in bfloat16 on a CPU,
+  with the kernels the scripts ask for as with XLA's own (a bfloat16 product in a form XLA:CPU
+  cannot run fails only when it runs), and its encoder gradients point where float32's do."""
+  tasks = {name: load_task_defs(REPO / "configs" / "task_defs" / f"{name}.yml")
+           for name in ("glue", "squad", "ner")}
+  definitions, shape = _KINDS_OF_HEAD[kind]
+  layout = head_layout(definitions(tasks))
+  config = EncoderConfig(vocab_size=300, hidden_size=48, num_hidden_layers=2,
+                         num_attention_heads=3, intermediate_size=80, max_position_embeddings=32)
+  batch = _head_batch(shape, layout, np.random.default_rng(0))
+  inputs = (batch["input_ids"], batch["segment_ids"], batch["attention_mask"], batch["task_id"])
+  params = nn.unbox(MTDNN(config, layout).init(jax.random.key(0), *inputs)["params"])
+
+  def gradients(dtype, compiler_options=None):
+    model = MTDNN(config, layout, dtype=dtype)
+
+    def loss(params):
+      outputs = model.apply({"params": params}, *inputs, deterministic=False,
+                            rngs={"dropout": jax.random.key(1)})
+      return jnp.mean(per_example_loss(outputs, batch, layout))
+
+    compiled = jax.jit(jax.grad(loss)).lower(params).compile(compiler_options)
+    return jax.block_until_ready(compiled(params))
+
+  want = np.concatenate([np.ravel(g) for g in jax.tree.leaves(gradients(jnp.float32)["encoder"])])
+  options = [None] + ([dict(runtime.ONEDNN_OPTIONS)] if runtime.onednn_flags_supported() else [])
+  for compiler_options in options:
+    got = gradients(jnp.bfloat16, compiler_options)
+    got = np.concatenate([np.ravel(np.asarray(g, np.float32)) for g in jax.tree.leaves(got["encoder"])])
+    assert np.isfinite(got).all()
+    assert got @ want / (np.linalg.norm(got) * np.linalg.norm(want)) > 0.98

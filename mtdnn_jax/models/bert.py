@@ -109,17 +109,49 @@ def attend(query, key, value, attention_mask, probs_dropout=None):
   """Softmax attention from `query` [batch, queries, heads, head_dim] over `key` and `value`
   [batch, keys, heads, head_dim], padded keys (`attention_mask` [batch, keys] False) left out;
   `probs_dropout` (BERT's dropout on the attention probabilities, in training) applied to the
-  probabilities. Softmax in float32. Written out rather than through
-  `jax.nn.dot_product_attention`, which has no dropout and whose "xla" implementation XLA:CPU
-  ran slower on a Xeon with AMX: MiniLM's evaluation 1.05×, BERT-base's 1.005×
-  (docs/PERFORMANCE.md)."""
-  logits = mixed_precision.attention_scores(query, key, jnp.float32)
-  logits = jnp.where(attention_mask[:, None, None, :], logits * query.shape[-1] ** -0.5,
-                     jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1)
+  probabilities. Softmax in float32; the result is [batch, queries, heads, head_dim] in
+  value's dtype. Written out rather than through `jax.nn.dot_product_attention`, which has no
+  dropout and whose "xla" implementation XLA:CPU ran slower on a Xeon with AMX: MiniLM's
+  evaluation 1.05×, BERT-base's 1.005× (docs/PERFORMANCE.md).
+
+  Padded keys get the most negative float32 added to their scores (`attention_mask_bias`, HF's
+  form; a row with every key padded comes out uniform, as with a select): XLA:CPU ran the
+  attention faster so than with a select on the scores (MiniLM's shape, batch 128, forward
+  alone: 1.33× in float32, 2.0× in bfloat16; docs/PERFORMANCE.md)."""
+  scale = query.shape[-1] ** -0.5
+  if mixed_precision.on_cpu_in_low_precision(query, key, value):
+    # The products in the forms XLA:CPU runs on bfloat16 units (mixed_precision); there the
+    # heads-major layout and the normalisation below ran slower.
+    logits = mixed_precision.attention_scores(query, key, jnp.float32) * scale
+    if probs_dropout is None:
+      logits = logits + attention_mask_bias(attention_mask)
+    else:  # in training the select's gradient ran faster than the addition's
+      logits = jnp.where(attention_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    if probs_dropout is not None:
+      probs = probs_dropout(probs)
+    return mixed_precision.attention_context(probs, value)
+  # Heads ahead of the sequence axes: XLA:CPU's batched products run faster in that layout. The
+  # softmax's division is left to the context ([.., head_dim] per query instead of [.., keys]),
+  # one pass fewer over the scores; dropout commutes with it (it scales each query's row). The
+  # scale goes on the queries: XLA:CPU otherwise feeds its fused attention a broadcast of the
+  # scalar as large as the scores.
+  query = query * jnp.asarray(scale, query.dtype)
+  query, key, value = (t.transpose(0, 2, 1, 3) for t in (query, key, value))
+  logits = (jnp.einsum("bnth,bnsh->bnts", query, key).astype(jnp.float32)
+            + attention_mask_bias(attention_mask))
+  weights = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
+  total = weights.sum(axis=-1, keepdims=True)
   if probs_dropout is not None:
-    probs = probs_dropout(probs)
-  return mixed_precision.attention_context(probs, value)
+    weights = probs_dropout(weights)
+  context = jnp.einsum("bnts,bnsh->bnth", weights.astype(value.dtype), value) / total
+  return context.astype(value.dtype).transpose(0, 2, 1, 3)
+
+
+def attention_mask_bias(attention_mask):
+  """[batch, keys] mask → [batch, 1, 1, keys] float32 bias: 0 where a key is kept, the most
+  negative float32 where it is padding."""
+  return jnp.where(attention_mask, 0.0, jnp.finfo(jnp.float32).min)[:, None, None, :]
 
 
 class SelfAttention(nn.Module):
