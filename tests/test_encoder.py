@@ -93,7 +93,6 @@ def test_attention_equals_jax_dot_product_attention(queries):
   np.testing.assert_allclose(attend(query, *changed, mask), reference, rtol=1e-5, atol=1e-6)
 
 
-
 def _attention_by_hand(query, key, value, mask, keep=None):
   """Softmax attention in float64 numpy: scores, padded keys dropped, softmax, then `keep`
   (dropout's mask times its scale) on the probabilities."""
@@ -150,6 +149,7 @@ def test_attention_with_every_key_padded_is_uniform():
   got = attend(query, key, value, jnp.zeros((1, 4), bool))
   np.testing.assert_allclose(got, np.broadcast_to(value.mean(1, keepdims=True), got.shape),
                              rtol=1e-5, atol=1e-6)
+
 
 def test_gelu_is_x_times_the_normal_cdf():
   """BERT's exact GELU and its gradient against x·Φ(x) and Φ(x) + x·φ(x) in float64 (math.erfc,

@@ -115,8 +115,8 @@ def attend(query, key, value, attention_mask, probs_dropout=None):
   evaluation 1.05×, BERT-base's 1.005× (docs/PERFORMANCE.md).
 
   Padded keys get the most negative float32 added to their scores (`attention_mask_bias`, HF's
-  form; a row with every key padded comes out uniform, as with a select): XLA:CPU ran the
-  attention faster so than with a select on the scores (MiniLM's shape, batch 128, forward
+  form; a row with every key padded comes out uniform, as with a select): XLA:CPU runs the
+  attention faster that way than with a select on the scores (MiniLM's shape, batch 128, forward
   alone: 1.33× in float32, 2.0× in bfloat16; docs/PERFORMANCE.md)."""
   scale = query.shape[-1] ** -0.5
   if mixed_precision.on_cpu_in_low_precision(query, key, value):
@@ -133,9 +133,9 @@ def attend(query, key, value, attention_mask, probs_dropout=None):
     return mixed_precision.attention_context(probs, value)
   # Heads ahead of the sequence axes: XLA:CPU's batched products run faster in that layout. The
   # softmax's division is left to the context ([.., head_dim] per query instead of [.., keys]),
-  # one pass fewer over the scores; dropout commutes with it (it scales each query's row). The
-  # scale goes on the queries: XLA:CPU otherwise feeds its fused attention a broadcast of the
-  # scalar as large as the scores.
+  # one pass fewer over the scores; dropout (an element-wise mask and scale) commutes with
+  # dividing each query's row by its sum. The scale goes on the queries: XLA:CPU otherwise feeds
+  # its fused attention a broadcast of the scalar as large as the scores.
   query = query * jnp.asarray(scale, query.dtype)
   query, key, value = (t.transpose(0, 2, 1, 3) for t in (query, key, value))
   logits = (jnp.einsum("bnth,bnsh->bnts", query, key).astype(jnp.float32)
