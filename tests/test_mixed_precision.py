@@ -14,7 +14,7 @@ import pytest
 from mtdnn_jax import runtime
 from mtdnn_jax.data.squad import SPAN_END, SPAN_START
 from mtdnn_jax.models import BertEncoder, EncoderConfig, mixed_precision
-from mtdnn_jax.models.heads import KINDS, head_layout
+from mtdnn_jax.models.heads import head_layout
 from mtdnn_jax.models.mtdnn import MTDNN
 from mtdnn_jax.tasks import load_task_defs
 from mtdnn_jax.train import per_example_loss
@@ -150,8 +150,8 @@ _KINDS_OF_HEAD = {  # name: (task definitions, batch shape)
     "classification_san_regression": (lambda t: [dataclasses.replace(t["glue"]["rte"], enable_san=True),
                                                  t["glue"]["stsb"], t["glue"]["cola"]], "sentence"),
     "ranking": (lambda t: [t["glue"]["qnlir"]], "ranking"),
-    "span": (lambda t: [t["squad"]["squadv2"]], "tokens"),
-    "tagger": (lambda t: [t["ner"]["conll"]], "tokens"),
+    "span": (lambda t: [t["squad"]["squadv2"]], "span"),
+    "tagger": (lambda t: [t["ner"]["conll"]], "tags"),
 }
 
 
@@ -169,14 +169,13 @@ def _head_batch(shape: str, layout, rng, batch: int = 4, length: int = 12, vocab
   elif shape == "ranking":
     data["labels"] = np.array([0, 2, 1, 0], np.int32)[:batch]
     data["candidate_mask"] = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 0, 0]], np.int32)[:batch]
-  else:  # per-token labels: a span's start and end marks, or tags (-1: not scored)
-    labels = rng.integers(0, 3, (batch, length)).astype(np.int32)
-    labels[:, 0] = -1
-    if layout.kind_code()[0] == KINDS.index("span"):
-      labels = np.zeros((batch, length), np.int32)
-      labels[:, 3] |= SPAN_START
-      labels[:, 5] |= SPAN_END
-    data["labels"] = labels
+  elif shape == "span":  # per-token marks of each answer's start and end
+    data["labels"] = np.zeros((batch, length), np.int32)
+    data["labels"][:, 3] |= SPAN_START
+    data["labels"][:, 5] |= SPAN_END
+  else:  # per-token tags, -1 where nothing is scored
+    data["labels"] = rng.integers(0, 3, (batch, length)).astype(np.int32)
+    data["labels"][:, 0] = -1
   return {k: jnp.asarray(v) for k, v in data.items()}
 
 

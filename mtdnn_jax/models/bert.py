@@ -22,6 +22,9 @@ from mtdnn_jax.models.config import EncoderConfig
 from mtdnn_jax.models.dropout import Dropout
 
 AttentionImpl = Literal["xla", "cudnn"]
+# A padded key's attention score: float32's most negative value, so that exp() of it minus a
+# real score is 0, and a row of nothing but padding stays finite (uniform).
+_MASKED_SCORE = float(jnp.finfo(jnp.float32).min)
 
 
 class EncoderOutput(flax.struct.PyTreeNode):
@@ -124,12 +127,10 @@ def attend(query, key, value, attention_mask, probs_dropout=None):
     # heads-major layout and the normalisation below ran slower.
     logits = mixed_precision.attention_scores(query, key, jnp.float32) * scale
     if probs_dropout is None:
-      logits = logits + attention_mask_bias(attention_mask)
+      probs = jax.nn.softmax(logits + attention_mask_bias(attention_mask), axis=-1)
     else:  # in training the select's gradient ran faster than the addition's
-      logits = jnp.where(attention_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1)
-    if probs_dropout is not None:
-      probs = probs_dropout(probs)
+      probs = probs_dropout(jax.nn.softmax(
+          jnp.where(attention_mask[:, None, None, :], logits, _MASKED_SCORE), axis=-1))
     return mixed_precision.attention_context(probs, value)
   # Heads ahead of the sequence axes: XLA:CPU's batched products run faster in that layout. The
   # softmax's division is left to the context ([.., head_dim] per query instead of [.., keys]),
@@ -151,7 +152,7 @@ def attend(query, key, value, attention_mask, probs_dropout=None):
 def attention_mask_bias(attention_mask):
   """[batch, keys] mask → [batch, 1, 1, keys] float32 bias: 0 where a key is kept, the most
   negative float32 where it is padding."""
-  return jnp.where(attention_mask, 0.0, jnp.finfo(jnp.float32).min)[:, None, None, :]
+  return jnp.where(attention_mask, 0.0, _MASKED_SCORE)[:, None, None, :]
 
 
 class SelfAttention(nn.Module):
