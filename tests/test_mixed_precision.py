@@ -69,14 +69,66 @@ def test_products_and_their_gradients_match_float32_to_bfloat16_rounding(name):
 
 
 def test_float32_products_are_jax_own():
-  """A float32 model's program does not change: the plain dot_general, no custom VJP."""
+  """A float32 model's products are the plain dot_general, no custom VJP of this module's; on a
+  CPU a dense layer's result passes through the identity fence once in the forward pass and
+  never in the backward pass."""
   x, w = jnp.ones((4, 3)), jnp.ones((3, 2))
   jaxpr = str(jax.make_jaxpr(jax.grad(
       lambda x, w: mixed_precision.dot_general(x, w, DENSE).sum(), (0, 1)))(x, w))
   plain = str(jax.make_jaxpr(jax.grad(lambda x, w: (x @ w).sum(), (0, 1)))(x, w))
-  assert "custom_vjp" not in jaxpr and jaxpr.count("dot_general") == plain.count("dot_general")
+  assert jaxpr.count("dot_general") == plain.count("dot_general")
+  assert jaxpr.count("custom_vjp_call") == 1 and "_fast_product" not in jaxpr
+  assert jaxpr.count("reduce_precision[exponent_bits=8 mantissa_bits=23]") == 1
   q = jnp.ones((1, 4, 2, 3))
   assert "custom_vjp" not in str(jax.make_jaxpr(mixed_precision.attention_scores)(q, q))
+
+
+def test_the_fence_is_the_identity_and_so_is_its_gradient():
+  fence = jax.jit(mixed_precision._kept_out_of_library_fusions)
+  tiny = np.finfo(np.float32).smallest_subnormal
+  x = np.array([0.0, -0.0, 1.0, -2.5e-38, tiny, -3 * tiny, 1e-40, np.finfo(np.float32).max,
+                np.finfo(np.float32).min, np.inf, -np.inf, np.nan, 1 / 3], np.float32)
+  x = np.concatenate([x, np.random.default_rng(0).normal(size=1000).astype(np.float32) * 1e6])
+  np.testing.assert_array_equal(np.asarray(fence(x)).view(np.uint32), x.view(np.uint32))
+  weights = np.random.default_rng(1).normal(size=x.shape).astype(np.float32)
+  finite = np.where(np.isfinite(x), x, 0)
+  grad = jax.grad(lambda v: jnp.sum(weights * mixed_precision._kept_out_of_library_fusions(v)))(finite)
+  np.testing.assert_array_equal(np.asarray(grad), weights)
+
+
+def _dense_dots_in_ynnpack_fusions(compiled_text: str) -> int:
+  """Products without batch axes (dense layers; attention's have batch axes) inside the
+  computations that YNNPACK fusions call, in optimized HLO text."""
+  computations = dict(re.findall(r"\n(%[\w.-]+) [^\n]*\{\n(.*?)\n\}", compiled_text, re.S))
+  called = re.findall(r'calls=(%[\w.-]+), [^\n]*"__ynn_fusion"', compiled_text)
+  return sum(1 for name in called for line in computations.get(name, "").splitlines()
+             if " dot(" in line and "lhs_batch_dims" not in line)
+
+
+@pytest.mark.skipif(not runtime.onednn_flags_supported(), reason="oneDNN's flags need x86-64 "
+                    "and a checked jaxlib")
+def test_float32_dense_products_stay_out_of_ynnpack_fusions(monkeypatch):
+  """What the fence is for: compiled as the scripts compile (oneDNN's dots), a float32 forward
+  pass of 4,096 tokens leaves its dense products to oneDNN; without the fence YNNPACK's fusions
+  take them with the element-wise work around them (at 2,048 tokens and fewer XLA:CPU does not,
+  fence or not)."""
+  config = EncoderConfig(vocab_size=300, hidden_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=256, max_position_embeddings=32)
+  model = BertEncoder(config, cls_only=True)
+  ids = jnp.ones((256, 16), jnp.int32)
+  params = nn.unbox(model.init(jax.random.key(0), ids, ids * 0, ids)["params"])
+
+  def dense_dots_in_ynnpack():
+    forward = jax.jit(lambda p: model.apply({"params": p}, ids, ids * 0, ids).pooled_output)
+    return _dense_dots_in_ynnpack_fusions(
+        forward.lower(params).compile(dict(runtime.ONEDNN_OPTIONS)).as_text())
+
+  fenced = dense_dots_in_ynnpack()
+  monkeypatch.setattr(mixed_precision, "_kept_out_of_library_fusions", lambda y: y)
+  unfenced = dense_dots_in_ynnpack()
+  if unfenced == 0:
+    pytest.skip("this XLA:CPU fuses no dense product into YNNPACK's fusions: nothing to fence")
+  assert fenced == 0 < unfenced
 
 
 def _train_step(config: EncoderConfig, dtype, cls_only: bool, batch: int = 3, length: int = 16):

@@ -20,7 +20,8 @@ the compute dtype; the operands' gradients are in the compute dtype, as `torch.a
 them.
 
 Float32 products, and every product on GPUs and TPUs (whose bfloat16 products sum in float32
-already), are the plain jax ones: their programs do not change.
+already), are the plain jax ones; on a CPU a float32 dense layer's result passes through
+`_kept_out_of_library_fusions` (see there), an identity that keeps the product in oneDNN.
 """
 from __future__ import annotations
 
@@ -55,6 +56,26 @@ def _transposed_times(x, y, out_dtype):
   rows, cols = x.shape
   x_t = jax.lax.optimization_barrier(x.T.reshape(-1)).reshape(cols, rows)
   return _product("kn,nf->kf", x_t, y, out_dtype)
+
+
+@jax.custom_vjp
+def _kept_out_of_library_fusions(y):
+  """`y` unchanged, bit for bit (a reduce-precision to float32's own 8 exponent and 23 mantissa
+  bits), which XLA:CPU (jaxlib 0.10) neither removes nor fuses through. At evaluation YNNPACK's
+  fusions would otherwise take a layer's out-projection, both feed-forward products and the
+  element-wise work up to each LayerNorm into one fusion whose products run at ~220 GFLOP/s,
+  where oneDNN runs them alone at ~320; with the dense products kept out, oneDNN runs them and
+  YNNPACK the element-wise work between: float32 evaluation 1.13× (MiniLM, batch 128, and
+  BERT-base, batch 64; one-process A/Bs on a Xeon with AMX, docs/PERFORMANCE.md). jax's
+  `optimization_barrier` does not do this: XLA:CPU drops it before fusion. Its gradient is the
+  identity, not a reduce-precision of the cotangent, so that a train step's backward pass is as
+  without it (the forward pass's fusions in training are oneDNN's already: 1.00× either way).
+  Not for bfloat16 on a CPU, whose products YNNPACK runs (0.94–0.97× fenced)."""
+  return jax.lax.reduce_precision(y, exponent_bits=8, mantissa_bits=23)
+
+
+_kept_out_of_library_fusions.defvjp(lambda y: (_kept_out_of_library_fusions(y), None),
+                                    lambda _, g: (g,))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 4))
@@ -99,14 +120,18 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
   which the next product rounds to the compute dtype. Rounding here instead made a bfloat16
   train step slower (BERT-base 1.19×, MiniLM 1.24× without it, on a Xeon with AMX): XLA:CPU
   converts the bfloat16 activations back to float32 for that work and reduces the bias
-  gradients' bfloat16 cotangents through reduce-windows. Anything else is lax.dot_general's."""
+  gradients' bfloat16 cotangents through reduce-windows. Anything else is lax.dot_general's,
+  a float32 result on a CPU through `_kept_out_of_library_fusions`."""
   (lhs_contract, rhs_contract), batch = dimension_numbers
   n = len(lhs_contract)
   standard = (batch == ((), ()) and tuple(lhs_contract) == tuple(range(lhs.ndim - n, lhs.ndim))
               and tuple(rhs_contract) == tuple(range(n)))
   if not (standard and on_cpu_in_low_precision(lhs, rhs)):
-    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision,
-                               preferred_element_type=preferred_element_type)
+    y = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision,
+                            preferred_element_type=preferred_element_type)
+    if lhs.dtype == rhs.dtype == y.dtype == _F32 and jax.default_backend() == "cpu":
+      return _kept_out_of_library_fusions(y)
+    return y
   rows, contracted = lhs.shape[:lhs.ndim - n], lhs.shape[lhs.ndim - n:]
   features = rhs.shape[n:]
   y = _fast_product("nk,kf->nf", _matmul_gradients, lhs.reshape(-1, math.prod(contracted)),
