@@ -69,9 +69,9 @@ def test_products_and_their_gradients_match_float32_to_bfloat16_rounding(name):
 
 
 def test_float32_products_are_jax_own():
-  """A float32 model's products are the plain dot_general, no custom VJP of this module's; on a
-  CPU a dense layer's result passes through the identity fence once in the forward pass and
-  never in the backward pass."""
+  """A float32 model's products are the plain dot_general, none of this module's fast forms; on
+  a CPU a dense layer's result passes through the identity fence (the one custom VJP) once in
+  the forward pass and never in the backward pass."""
   x, w = jnp.ones((4, 3)), jnp.ones((3, 2))
   jaxpr = str(jax.make_jaxpr(jax.grad(
       lambda x, w: mixed_precision.dot_general(x, w, DENSE).sum(), (0, 1)))(x, w))

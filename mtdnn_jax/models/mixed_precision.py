@@ -34,6 +34,10 @@ import jax.numpy as jnp
 _F32 = jnp.float32
 
 
+def _compiling_for_cpu() -> bool:
+  return jax.default_backend() == "cpu"
+
+
 def on_cpu_in_low_precision(*operands) -> bool:
   """Whether the products of this module take their CPU path for these operands: all of one
   floating dtype narrower than 32 bits, and jax compiling for a CPU."""
@@ -41,8 +45,7 @@ def on_cpu_in_low_precision(*operands) -> bool:
   if len(dtypes) != 1:
     return False
   dtype = dtypes.pop()
-  return (jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
-          and jax.default_backend() == "cpu")
+  return jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32 and _compiling_for_cpu()
 
 
 def _product(spec: str, a, b, out_dtype):
@@ -75,7 +78,7 @@ def _kept_out_of_library_fusions(y):
 
 
 _kept_out_of_library_fusions.defvjp(lambda y: (_kept_out_of_library_fusions(y), None),
-                                    lambda _, g: (g,))
+                                    lambda _, g: (g,))  # no residuals; the cotangent as it is
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 4))
@@ -129,7 +132,7 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
   if not (standard and on_cpu_in_low_precision(lhs, rhs)):
     y = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision,
                             preferred_element_type=preferred_element_type)
-    if lhs.dtype == rhs.dtype == y.dtype == _F32 and jax.default_backend() == "cpu":
+    if lhs.dtype == rhs.dtype == y.dtype == _F32 and _compiling_for_cpu():
       return _kept_out_of_library_fusions(y)
     return y
   rows, contracted = lhs.shape[:lhs.ndim - n], lhs.shape[lhs.ndim - n:]
