@@ -4,6 +4,7 @@
 #
 #   bash scripts/gpu_check.sh prepare       # here, with the package registry: fills .device/
 #   bash scripts/gpu_check.sh run [--quick] # there, from the repository root, with $OUT set
+#                                           # (--quick: without the full benchmark)
 #
 # The GPU machine has JAX with CUDA, flax, optax, orbax, PyTorch and transformers, but no
 # network, no ../shared beside the checkout, and takes at most 64 MiB of carried files. So
@@ -15,10 +16,11 @@
 #
 #   run(command="bash scripts/gpu_check.sh run", carry=[".device"], timeout_s=600)
 #
-# `run` runs tests/test_gpu.py (cuDNN attention against ours), then the full benchmark in
-# bfloat16 with cuDNN attention at evaluation, writing into $OUT: gpu.txt, test_gpu.log,
-# benchmark_gpu.json, benchmark.log, and PERFORMANCE.md and PERFORMANCE_gpu.png with the GPU
-# section filled in (copy those two into docs/ here).
+# `run` runs tests/test_gpu.py (cuDNN attention against ours), then the benchmark in bfloat16
+# with cuDNN attention at evaluation, --quick and then full, writing into $OUT: gpu.txt,
+# test_gpu.log, benchmark_gpu_quick.json, benchmark_gpu.json, their logs, and PERFORMANCE.md and
+# PERFORMANCE_gpu.png with the GPU section filled in by the last run that finished (copy those
+# two into docs/ here).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEVICE_DIR=.device
@@ -41,6 +43,16 @@ print(packaged_source_dir('all-MiniLM-L6-v2') / 'vocab.txt')" | xargs -I{} cp {}
 
 run_check() {
   local out="${OUT:?run this on the device machine, where OUT names the folder that comes back}"
+  # One device call may run 10 minutes: each stage gets what is left of GPU_CHECK_SECONDS, and
+  # the quick benchmark runs before the full one, so that a call cut short still brings back a
+  # GPU table (the full run's replaces it when it finishes).
+  local deadline=$(( $(date +%s) + ${GPU_CHECK_SECONDS:-560} ))
+  left() { echo $(( deadline - $(date +%s) )); }
+  within() {  # runs "$@" under what is left (never `timeout 0`, which would not time out)
+    local seconds; seconds=$(left)
+    if [ "$seconds" -le 10 ]; then echo "gpu_check: no time left for: $*"; return 124; fi
+    timeout "$seconds" "$@"
+  }
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site "$DEVICE_DIR"/wheels/*.whl || exit 1
   export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
@@ -48,10 +60,18 @@ run_check() {
       | tee "$out/gpu.txt"
   python3 -c "import jax, torch; print(jax.__version__, jax.devices(), torch.__version__,
 torch.cuda.is_available())" | tee -a "$out/gpu.txt"
-  python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$out/test_gpu.log"
-  python3 scripts/benchmark.py "$@" --glue_dir "$DEVICE_DIR/glue" --vocab "$DEVICE_DIR/vocab.txt" \
-      --out "$out/benchmark_gpu.json" --report docs/PERFORMANCE.md 2>&1 | tee "$out/benchmark.log"
+  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 \
+      | tee "$out/test_gpu.log"
+  local data=(--glue_dir "$DEVICE_DIR/glue" --vocab "$DEVICE_DIR/vocab.txt")
+  within python3 scripts/benchmark.py --quick "${data[@]}" \
+      --out "$out/benchmark_gpu_quick.json" --report docs/PERFORMANCE.md 2>&1 \
+      | tee "$out/benchmark_quick.log"
   cp docs/PERFORMANCE.md docs/PERFORMANCE_gpu.png "$out/" 2>/dev/null
+  [ "${1:-}" = "--quick" ] && return
+  within python3 scripts/benchmark.py "${data[@]}" --out "$out/benchmark_gpu.json" \
+      --report docs/PERFORMANCE.md 2>&1 | tee "$out/benchmark.log"
+  cp docs/PERFORMANCE.md docs/PERFORMANCE_gpu.png "$out/" 2>/dev/null
+  echo "gpu_check: done with $(left) s of ${GPU_CHECK_SECONDS:-560} left"
 }
 
 case "${1:-}" in
