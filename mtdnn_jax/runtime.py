@@ -43,8 +43,9 @@ MATMULS_ENV = "MTDNN_JAX_CPU_MATMULS"  # "xla": XLA:CPU's default kernels; "oned
 # (docs/PERFORMANCE.md).
 ONEDNN_OPTIONS = {"xla_cpu_use_onednn": True,
                   "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
-# jaxlib releases whose XLA has both flags (checked by tests/test_runtime.py on the installed one).
-ONEDNN_CHECKED_JAXLIB = ("0.10.",)
+# jaxlib releases whose XLA has both flags (checked by tests/test_runtime.py on the installed one;
+# 0.11 in a Python 3.12 environment, 2026-12-05, with tests/test_mixed_precision.py).
+ONEDNN_CHECKED_JAXLIB = ("0.10.", "0.11.")
 ALLOCATOR_ENV = "MTDNN_JAX_ALLOCATOR"
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 _REEXECUTED = "_MTDNN_JAX_REEXECUTED"  # set in the re-executed process, so it happens once
