@@ -91,7 +91,8 @@ SETTINGS = {  # per mode: batch sizes and rounds; sequence length 128 everywhere
     "smoke": dict(rounds=2, train_batch={"base": 4, "minilm": 4},
                   eval_batch={"base": 4, "minilm": 4}, e2e_batches_per_round=2,
                   torch_compile=False, matmul_seconds=0.1, bound_seconds_each=0.01,
-                  steps_per_round=2, encoder=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  steps_per_round=2,
+                  encoder=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                intermediate_size=64)),
 }
 # On a GPU, the CPU's batches leave the device mostly idle (a BERT-base step of 16 sequences is
@@ -560,7 +561,8 @@ TARGETS = {"train_base": 1.3, "train_minilm": 1.3, "eval_base": 1.5, "eval_minil
 TRAIN_MFU_TARGETS = {"cpu": 0.60, "gpu": 0.45}  # issue 8's, against each kind's peak
 BEGIN, END = "<!-- benchmark results: begin -->", "<!-- benchmark results: end -->"
 # A GPU run has its own section and plot, so that it does not replace the CPU's.
-GPU_BEGIN, GPU_END = "<!-- benchmark results (gpu): begin -->", "<!-- benchmark results (gpu): end -->"
+GPU_BEGIN = "<!-- benchmark results (gpu): begin -->"
+GPU_END = "<!-- benchmark results (gpu): end -->"
 
 
 def platform_of(results: dict) -> str:
