@@ -589,9 +589,9 @@ def results_table(results: dict) -> str:
                 f"| ≥ {target} | {mfu} | {needs} | {bound} |")
   m = results["machine"]
   compile_info = results.get("compile", {})
-  where = f"{m['accelerator']} (" if m.get("accelerator") else ""
-  where += f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB" + (")" if where else "")
-  gpu_run = platform_of(results) == "gpu"
+  host = f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB"
+  where = f"{m['accelerator']} ({host})" if m.get("accelerator") else host
+  kind = platform_of(results)
   lines = [
       f"Measured by `python scripts/benchmark.py{' --quick' if results['mode'] == 'quick' else ''}"
       f"{' --precision bfloat16' if results['precision'] == 'bfloat16' else ''}"
@@ -603,14 +603,14 @@ def results_table(results: dict) -> str:
       f"- matmul peak ({results['precision']}, 2048²): XLA {results['matmul_peak']['ours']:.0f} "
       f"GFLOP/s, PyTorch {results['matmul_peak']['peer']:.0f} GFLOP/s; MFU is against "
       f"{results['mfu_peak']['source']} ({results['mfu_peak']['tflops']:.3g} TFLOP/s); the "
-      f"train MFU target is {TRAIN_MFU_TARGETS[platform_of(results)]:.0%}.",
+      f"train MFU target is {TRAIN_MFU_TARGETS[kind]:.0%}.",
       *([f"- batches: train {results['train_base']['batch_size']} (BERT-base) and "
          f"{results['train_minilm']['batch_size']} (MiniLM), eval "
          f"{results['eval_base']['batch_size']} and {results['eval_minilm']['batch_size']}; "
          f"{results['train_base']['steps_per_round']} steps (or batches) a round, one wait for "
          "the GPU at its end; accelerator memory high-water marks (MiB): " + ", ".join(
              f"{k} {v:.0f}" for k, v in results.get("device_memory_mib", {}).items())]
-        if gpu_run else []),
+        if kind == "gpu" else []),
       "- compile: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
                                 for k, v in compile_info.items()),
       "- peak resident memory (MiB, cumulative over the run): " + ", ".join(

@@ -34,9 +34,9 @@ prepare() {
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
       --implementation cp --platform manylinux_2_28_x86_64 -d "$DEVICE_DIR/wheels" "${WHEELS[@]}"
   cp -r ../shared/data/glue/MRPC "$DEVICE_DIR/glue/"
-  python3 -c "import sys; sys.path.insert(0, '.')
+  cp "$(python3 -c "import sys; sys.path.insert(0, '.')
 from mtdnn_jax.pretrained import packaged_source_dir
-print(packaged_source_dir('all-MiniLM-L6-v2') / 'vocab.txt')" | xargs -I{} cp {} "$DEVICE_DIR/vocab.txt"
+print(packaged_source_dir('all-MiniLM-L6-v2') / 'vocab.txt')")" "$DEVICE_DIR/vocab.txt"
   grep -qx "/$DEVICE_DIR/" .git/info/exclude 2>/dev/null || echo "/$DEVICE_DIR/" >> .git/info/exclude
   du -sh "$DEVICE_DIR"
 }
@@ -62,15 +62,16 @@ run_check() {
 torch.cuda.is_available())" | tee -a "$out/gpu.txt"
   timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 \
       | tee "$out/test_gpu.log"
+  bring_back_report() { cp docs/PERFORMANCE.md docs/PERFORMANCE_gpu.png "$out/" 2>/dev/null; }
   local data=(--glue_dir "$DEVICE_DIR/glue" --vocab "$DEVICE_DIR/vocab.txt")
   within python3 scripts/benchmark.py --quick "${data[@]}" \
       --out "$out/benchmark_gpu_quick.json" --report docs/PERFORMANCE.md 2>&1 \
       | tee "$out/benchmark_quick.log"
-  cp docs/PERFORMANCE.md docs/PERFORMANCE_gpu.png "$out/" 2>/dev/null
+  bring_back_report
   [ "${1:-}" = "--quick" ] && return
   within python3 scripts/benchmark.py "${data[@]}" --out "$out/benchmark_gpu.json" \
       --report docs/PERFORMANCE.md 2>&1 | tee "$out/benchmark.log"
-  cp docs/PERFORMANCE.md docs/PERFORMANCE_gpu.png "$out/" 2>/dev/null
+  bring_back_report
   echo "gpu_check: done with $(left) s of ${GPU_CHECK_SECONDS:-560} left"
 }
 
