@@ -22,6 +22,10 @@ rounds) and `ratio` = median(ours) / median(peer):
                             and our step, against PyTorch batches padded to their longest
                             member (the reference MT-DNN toolkit's collation);
   matmul_peak               a 2048² matrix multiply, XLA and PyTorch, measured in this run;
+  fma_ceiling               the cores' float32 fused-multiply-add rate (scripts/fma_ceiling.c,
+                            built by the system's C compiler; `skipped` without one, on a GPU
+                            and in bfloat16), and in each train and eval record the share of it
+                            the necessary products would take at the target ratio;
   compile, memory           compile seconds and counts; peak resident memory after each stage
                             (and accelerator memory high-water marks on a GPU).
 Rounds alternate ours, peer, ours, peer, ...; the warm-up round (and compilation) is excluded.
@@ -40,7 +44,9 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -489,6 +495,32 @@ def torch_matmul_peak(size: int, seconds: float, precision: str) -> float:
   return 2 * size ** 3 / throughput.fastest_call_seconds(matmul, seconds)
 
 
+def fma_ceiling(seconds: float, precision: str) -> dict:
+  """The cores' float32 fused-multiply-add rate, from `fma_ceiling.c` compiled for this CPU
+  (`-march=native`) by the system's C compiler and run on every core: a float32 matrix product
+  does one FMA per multiply-add, so none runs faster, whatever its kernel. A record with
+  `skipped` (and the reason) where it does not apply or cannot be built."""
+  if on_gpu():
+    return {"skipped": "an accelerator run: the ceiling is the data sheet's (mfu_peak)"}
+  if precision != "float32":
+    return {"skipped": f"{precision} products do not run on the float32 FMA units"}
+  compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+  if not compiler:
+    return {"skipped": "no C compiler (cc, gcc or $CC) to build scripts/fma_ceiling.c"}
+  with tempfile.TemporaryDirectory() as tmp:
+    probe = Path(tmp) / "fma_ceiling"
+    build = subprocess.run([compiler, "-O2", "-march=native", "-ffp-contract=fast", "-pthread",
+                            str(Path(__file__).with_name("fma_ceiling.c")), "-o", str(probe)],
+                           capture_output=True, text=True)
+    if build.returncode:
+      return {"skipped": f"{compiler} could not build scripts/fma_ceiling.c: "
+                         f"{build.stderr.strip()[-300:]}"}
+    threads = len(os.sched_getaffinity(0))
+    measured = subprocess.run([str(probe), str(threads), str(seconds)], capture_output=True,
+                              text=True, check=True)
+  return {**json.loads(measured.stdout), "unit": "GFLOP/s", "compiler": compiler}
+
+
 def device_peak_memory_mib() -> dict[str, float]:
   """Accelerator memory high-water marks (empty on a CPU, where resident memory says it)."""
   if not on_gpu():
@@ -523,6 +555,7 @@ def run(mode: str, glue_dir: Path, precision: str, vocab: Path | None = None) ->
   results["matmul_peak"] = {
       "unit": "GFLOP/s", "ours": measured / 1e9,
       "peer": torch_matmul_peak(2048, settings["matmul_seconds"], precision) / 1e9}
+  results["fma_ceiling"] = fma_ceiling(settings["matmul_seconds"], precision)
   # MFU: against the data sheet on an accelerator, against XLA's measured matmul on a CPU.
   peak, source = (throughput.machine_peak_flops() if on_gpu()
                   else (measured, f"measured {precision} matmul (XLA)"))
@@ -551,7 +584,27 @@ def run(mode: str, glue_dir: Path, precision: str, vocab: Path | None = None) ->
     results["e2e_mrpc"] = {"skipped": f"no MRPC under {glue_dir}"}
   results["compile"] = compile_info
   results["device_memory_mib"] = device_peak_memory_mib()
+  against_fma_ceiling(results)
   return results
+
+
+def against_fma_ceiling(results: dict) -> None:
+  """Adds `fma_ceiling` to each record with a matmul bound, where the ceiling was measured:
+  `products_alone`, the share of the ceiling the necessary products reach, each timed alone;
+  `target_needs`, the share they would take at the target ratio (target × the peer's
+  sequences/s × their FLOPs per sequence). Above 1, no float32 implementation of the same
+  products (one FMA per multiply-add) reaches the target on these cores."""
+  ceiling = results["fma_ceiling"].get("gflops")
+  if not ceiling:
+    return
+  for key, target in TARGETS.items():
+    record = results.get(key, {})
+    if "matmul_bound" in record:
+      bound = record["matmul_bound"]
+      gflop_per_sequence = bound["matmul_gflop"] / record["batch_size"]
+      record["fma_ceiling"] = {
+          "products_alone": bound["matmul_gflops_per_s"] / ceiling,
+          "target_needs": target * record["peer"]["median"] * gflop_per_sequence / ceiling}
 
 
 # ------------------------------------------------------------------------------ the report
@@ -571,22 +624,25 @@ def platform_of(results: dict) -> str:
 
 def results_table(results: dict) -> str:
   rows = ["| measurement | unit | ours (median [min, max]) | PyTorch peer | ours/peer | target "
-          "| MFU ours / peer | MFU the target needs | bound: matmuls alone / peer |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| MFU ours / peer | MFU the target needs | bound: matmuls alone / peer "
+          "| FMA ceiling: the target needs / products alone |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
   for key, target in TARGETS.items():
     r = results.get(key, {})
     if "ratio" not in r:
-      rows.append(f"| {key} | | {r.get('skipped', 'not measured')} | | | ≥ {target} | | | |")
+      rows.append(f"| {key} | | {r.get('skipped', 'not measured')} | | | ≥ {target} | | | | |")
       continue
     span = lambda s: f"{s['median']:.2f} [{s['min']:.2f}, {s['max']:.2f}]"
     mfu = f"{r['mfu']['ours']:.0%} / {r['mfu']['peer']:.0%}" if "mfu" in r else ""
     needs = f"{r['mfu']['target_needs']:.0%}" if "mfu" in r else ""
     bound = f"{r['matmul_bound']['ratio_to_peer']:.2f}" if "matmul_bound" in r else ""
+    fma = (f"{r['fma_ceiling']['target_needs']:.0%} / {r['fma_ceiling']['products_alone']:.0%}"
+           if "fma_ceiling" in r else "")
     peer = span(r["peer"])
     if "peer_compiled" in r:
       peer += f"; torch.compile {r['peer_compiled']['median']:.2f}"
     rows.append(f"| {key} | {r['unit']} | {span(r['ours'])} | {peer} | **{r['ratio']:.2f}** "
-                f"| ≥ {target} | {mfu} | {needs} | {bound} |")
+                f"| ≥ {target} | {mfu} | {needs} | {bound} | {fma} |")
   m = results["machine"]
   compile_info = results.get("compile", {})
   host = f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB"
@@ -604,6 +660,7 @@ def results_table(results: dict) -> str:
       f"GFLOP/s, PyTorch {results['matmul_peak']['peer']:.0f} GFLOP/s; MFU is against "
       f"{results['mfu_peak']['source']} ({results['mfu_peak']['tflops']:.3g} TFLOP/s); the "
       f"train MFU target is {TRAIN_MFU_TARGETS[kind]:.0%}.",
+      fma_ceiling_line(results),
       *([f"- batches: train {results['train_base']['batch_size']} (BERT-base) and "
          f"{results['train_minilm']['batch_size']} (MiniLM), eval "
          f"{results['eval_base']['batch_size']} and {results['eval_minilm']['batch_size']}; "
@@ -632,6 +689,20 @@ def results_table(results: dict) -> str:
   return "\n".join(lines)
 
 
+def fma_ceiling_line(results: dict) -> str:
+  fma = results.get("fma_ceiling", {"skipped": "not measured"})
+  if "gflops" not in fma:
+    return f"- FMA ceiling: none ({fma['skipped']})."
+  ours, peer = (results["matmul_peak"][k] / fma["gflops"] for k in ("ours", "peer"))
+  return (f"- FMA ceiling (float32 fused multiply-adds on every core, `scripts/fma_ceiling.c` "
+          f"built for this CPU; {fma['threads']} threads, {fma['vector_bytes']}-byte vectors): "
+          f"{fma['gflops']:.0f} GFLOP/s; the 2048² matmul reaches {ours:.0%} of it in XLA, "
+          f"{peer:.0%} in PyTorch. Its column: the share "
+          "of it the necessary products (those of the bound) would take at the target ratio, "
+          "and the share they reach, each timed alone; above 100%, no float32 implementation "
+          "reaches the target on these cores.")
+
+
 def plot(results: dict, path: Path) -> None:
   import matplotlib
   matplotlib.use("Agg")
@@ -648,11 +719,15 @@ def plot(results: dict, path: Path) -> None:
   bounded = [i for i, k in enumerate(keys) if "matmul_bound" in results[k]]
   left.scatter(bounded, [results[keys[i]]["matmul_bound"]["ratio_to_peer"] for i in bounded],
                marker="v", color="black", zorder=3, label="bound: matmuls alone")
+  at_ceiling = [i for i, k in enumerate(keys) if "fma_ceiling" in results[k]]
+  left.scatter(at_ceiling, [TARGETS[keys[i]] / results[keys[i]]["fma_ceiling"]["target_needs"]
+                            for i in at_ceiling],
+               marker="^", color="tab:gray", zorder=3, label="bound: matmuls at the FMA ceiling")
   left.axhline(1.0, color="gray", lw=0.8)
   left.set_xticks(x, keys)
   left.set_ylabel("ours / PyTorch (median; bar: min–max)")
   left.set_title("throughput ratio (red: target)")
-  if bounded:
+  if bounded or at_ceiling:
     left.legend(fontsize=8, loc="upper left")
   mfu_keys = [k for k in keys if "mfu" in results[k]]
   width = 0.38

@@ -1,6 +1,7 @@
 """scripts/benchmark.py at a tiny size (--smoke): every measurement's record is consistent with
 what was timed, and the report shows it. Speed itself is judged by the real run, not here."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -231,3 +232,60 @@ def test_a_gpu_run_reports_in_its_own_section(smoke_run, tmp_path):
   assert "ours 1234, peer 2345" in gpu and "2 steps (or batches) a round" in gpu
   assert "PERFORMANCE_gpu.png" in gpu and (tmp_path / "PERFORMANCE_gpu.png").is_file()
   assert "train MFU target is 60%" in smoke_run[1].read_text()
+
+
+def test_fma_ceiling_is_above_every_matmul_and_within_the_silicon():
+  """The probe's float32 FMA rate bounds every float32 matrix product on these cores from
+  above (a product is one FMA per multiply-add), XLA's and PyTorch's measured here included;
+  and it stays below what any x86 core can issue (two 16-lane FMA ports at 6 GHz), which a
+  probe whose loop the compiler had emptied or merged would not."""
+  import torch
+  from mtdnn_jax import throughput
+  from scripts import benchmark
+  fma = benchmark.fma_ceiling(1.0, "float32")
+  if "skipped" in fma:
+    pytest.skip(fma["skipped"])
+  ceiling = fma["gflops"] * 1e9
+  assert fma["threads"] == len(os.sched_getaffinity(0))
+  assert max(fma["gflops_by_vector_bytes"].values()) == fma["gflops"]
+  assert ceiling <= fma["threads"] * 2 * 16 * 2 * 6e9
+  assert throughput.measured_matmul_peak(1024, 1.0) < ceiling
+  assert benchmark.torch_matmul_peak(1024, 1.0, "float32") < ceiling
+  assert torch.get_num_threads() <= fma["threads"]  # PyTorch's product used no more cores
+
+
+def test_fma_ceiling_shares_by_hand_and_in_the_report(smoke_run, tmp_path):
+  """A record with a 400 GFLOP/s ceiling: a peer at 10 sequences/s, 10 GFLOP of necessary
+  products a sequence (40 in a batch of 4) timed at 200 GFLOP/s: at eval's 1.5× the products
+  take 1.5 × 10 × 10 / 400 = 37.5% of the ceiling, and reach 50% alone. Without a ceiling the
+  report says why."""
+  import copy
+  from scripts import benchmark
+  results = copy.deepcopy(smoke_run[0])
+  results["fma_ceiling"] = {"gflops": 400.0, "threads": 2, "vector_bytes": 64}
+  results["matmul_peak"] = {"unit": "GFLOP/s", "ours": 300.0, "peer": 320.0}
+  record = results["eval_base"]
+  record["batch_size"], record["peer"]["median"] = 4, 10.0
+  record["matmul_bound"].update(matmul_gflop=40.0, matmul_gflops_per_s=200.0)
+  benchmark.against_fma_ceiling(results)
+  assert record["fma_ceiling"] == pytest.approx({"target_needs": 0.375, "products_alone": 0.5})
+  table = benchmark.results_table(results)
+  row = next(line for line in table.splitlines() if line.startswith("| eval_base |"))
+  assert row.rstrip().endswith("| 38% / 50% |")
+  assert "400 GFLOP/s; the 2048² matmul reaches 75% of it in XLA, 80% in PyTorch" in table
+  results["fma_ceiling"] = {"skipped": "no C compiler (cc, gcc or $CC) to build it"}
+  for key in benchmark.TARGETS:
+    results[key].pop("fma_ceiling", None)
+  assert "- FMA ceiling: none (no C compiler" in benchmark.results_table(results)
+
+
+def test_smoke_run_measures_the_fma_ceiling_where_it_can(smoke_run):
+  results, report = smoke_run
+  fma = results["fma_ceiling"]
+  assert "FMA ceiling" in report.read_text()
+  if "skipped" in fma:
+    pytest.skip(fma["skipped"])
+  for key in ("train_base", "train_minilm", "eval_base", "eval_minilm"):
+    shares = results[key]["fma_ceiling"]
+    assert 0 < shares["products_alone"] < 1  # no product runs above the ceiling
+    assert shares["target_needs"] > 0
